@@ -1,0 +1,1 @@
+"""The deploy engine: runs, their records, and the one adapter to ansible-runner."""

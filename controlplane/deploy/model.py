@@ -1,0 +1,146 @@
+"""Pure records of runs: what was asked, what happened, on which host."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+
+class RunKind(Enum):
+    DEPLOY = "deploy"
+    ROLLBACK = "rollback"
+    PATCH = "patch"
+    DRIFT = "drift"
+    PLAYBOOK = "playbook"
+
+
+class RunStatus(Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESSFUL = "successful"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    TIMED_OUT = "timed_out"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+# A run only moves forward; a finished run never changes status again.
+ALLOWED_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.QUEUED: frozenset(
+        {RunStatus.RUNNING, RunStatus.CANCELED, RunStatus.INTERRUPTED, RunStatus.FAILED}
+    ),
+    RunStatus.RUNNING: frozenset(
+        {
+            RunStatus.SUCCESSFUL,
+            RunStatus.FAILED,
+            RunStatus.CANCELED,
+            RunStatus.TIMED_OUT,
+            RunStatus.INTERRUPTED,
+        }
+    ),
+}
+
+
+class HostOutcome(Enum):
+    OK = "ok"
+    CHANGED = "changed"
+    FAILED = "failed"
+    UNREACHABLE = "unreachable"
+    SKIPPED = "skipped"
+
+
+class LockMode(Enum):
+    SHARED = "shared"
+    EXCLUSIVE = "exclusive"
+
+
+@dataclass(frozen=True)
+class LockRequest:
+    key: str
+    mode: LockMode
+
+    @staticmethod
+    def stack(member: str, app: str) -> LockRequest:
+        return LockRequest(f"stack:{member}/{app}", LockMode.EXCLUSIVE)
+
+    @staticmethod
+    def host(host: str, exclusive: bool) -> LockRequest:
+        return LockRequest(f"host:{host}", LockMode.EXCLUSIVE if exclusive else LockMode.SHARED)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What someone asked for; becomes a run record in status ``queued``."""
+
+    kind: RunKind
+    playbook: str
+    started_by: str
+    reason: str = ""
+    member: str | None = None
+    app: str | None = None
+    version: str | None = None
+    hosts: tuple[str, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    kind: RunKind
+    status: RunStatus
+    playbook: str
+    started_by: str
+    reason: str
+    member: str | None
+    app: str | None
+    version: str | None
+    hosts: tuple[str, ...]
+    params: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    node: str | None = None
+    rc: int | None = None
+    error: str | None = None
+    tuning: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HostResult:
+    run_id: str
+    host: str
+    outcome: HostOutcome
+    ok: int = 0
+    changed: int = 0
+    failures: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    release_before: str | None = None
+    release_after: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    run_id: str
+    seq: int
+    event: str
+    created_at: datetime
+    host: str | None = None
+    task: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HeldLock:
+    key: str
+    run_id: str
+    mode: LockMode
+    acquired_at: datetime

@@ -1,0 +1,1 @@
+"""The fleet: members, hosts, the app catalogue and each member's stack."""

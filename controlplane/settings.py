@@ -1,0 +1,94 @@
+"""Settings, built once from ``CONTROLPLANE_*`` environment variables and a TOML file.
+
+Precedence, highest first: explicit arguments (CLI flags), environment, the TOML file
+(``CONTROLPLANE_CONFIG`` or ``./controlplane.toml``), defaults. Nothing is read at import.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from controlplane.errors import InvalidInput
+
+# The project checkout, so the shipped inventories are found when the CLI runs elsewhere.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Everything configurable about one control-plane node."""
+
+    model_config = SettingsConfigDict(env_prefix="CONTROLPLANE_", extra="forbid")
+
+    data_dir: Path = Field(default=Path("var"), description="state, artifacts, lab host roots")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite")
+    fleet: Path = Field(default=Path("inventories/lab"), description="fleet directory")
+    timezone: str = Field(default="Europe/Amsterdam", description="default IANA zone")
+    artifact_retention: int = Field(default=200, ge=1, description="run artifact dirs kept")
+    python_interpreter: str | None = Field(
+        default=None, description="interpreter for local-connection hosts; default this Python"
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = Path(os.environ.get("CONTROLPLANE_CONFIG", "controlplane.toml"))
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_file),
+        )
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir / 'controlplane.db'}"
+
+    @property
+    def resolved_fleet(self) -> Path:
+        """The fleet dir; a relative default falls back to the project checkout."""
+        if self.fleet.is_absolute() or self.fleet.exists():
+            return self.fleet.resolve()
+        shipped = PROJECT_ROOT / self.fleet
+        return shipped if shipped.exists() else self.fleet.resolve()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning validation errors into one-line ``InvalidInput``."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "settings"
+        raise InvalidInput(f"setting {field}: {err['msg']}") from None

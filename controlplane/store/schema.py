@@ -1,0 +1,89 @@
+"""The tables. Alembic migrations under ``migrations/`` must produce exactly this schema."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("playbook", String(200), nullable=False),
+    Column("started_by", String(200), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("member", String(63)),
+    Column("app", String(63)),
+    Column("version", String(64)),
+    Column("hosts", JSON, nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("tuning", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("node", String(200)),
+    Column("rc", Integer),
+    Column("error", Text),
+    Index("ix_runs_status", "status"),
+    Index("ix_runs_member_created", "member", "created_at"),
+)
+
+run_hosts = Table(
+    "run_hosts",
+    metadata,
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("host", String(255), primary_key=True),
+    Column("outcome", String(16), nullable=False),
+    Column("ok", Integer, nullable=False, default=0),
+    Column("changed", Integer, nullable=False, default=0),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("unreachable", Integer, nullable=False, default=0),
+    Column("skipped", Integer, nullable=False, default=0),
+    Column("release_before", String(64)),
+    Column("release_after", String(64)),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+)
+
+run_events = Table(
+    "run_events",
+    metadata,
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("event", String(64), nullable=False),
+    Column("host", String(255)),
+    Column("task", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("data", JSON, nullable=False),
+)
+
+locks = Table(
+    "locks",
+    metadata,
+    Column("key", String(300), primary_key=True),
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("mode", String(16), nullable=False),
+    Column("acquired_at", DateTime(timezone=True), nullable=False),
+    Index("ix_locks_run_id", "run_id"),
+)
