@@ -9,9 +9,17 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 
 need_apt=()
-command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
-command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
-command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
+while read -r cmd pkg; do
+  case "$cmd" in ''|'#'*) continue ;; esac
+  if [ "$cmd" = "-" ]; then
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' && continue
+  elif [ "${cmd#/}" != "$cmd" ]; then
+    [ -x "$cmd" ] && continue
+  else
+    command -v "$cmd" >/dev/null 2>&1 && continue
+  fi
+  case " ${need_apt[*]-} " in *" $pkg "*) ;; *) need_apt+=("$pkg") ;; esac
+done < scripts/debian-packages.txt
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${need_apt[*]} from Debian"
