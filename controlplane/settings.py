@@ -91,4 +91,5 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "settings"
-        raise InvalidInput(f"setting {field}: {err['msg']}") from None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise InvalidInput(f"setting {field}: {msg}") from None

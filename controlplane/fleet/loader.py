@@ -84,9 +84,9 @@ def _path(prefix: str, loc: tuple[int | str, ...], raw: Any) -> str:
 
 
 def _explain(err: dict[str, Any]) -> str:
-    if err["type"] == "extra_forbidden":
+    if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         return "unknown field"
-    if err["type"] == "missing":
+    if err["type"] in ("missing", "missing_argument"):
         return "required field is missing"
     msg = str(err["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):

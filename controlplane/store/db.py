@@ -65,7 +65,10 @@ def migrate(engine: Engine) -> None:
     try:
         command.upgrade(alembic_config(engine), "head")
     except OperationalError as exc:
-        raise StoreUnavailable(f"database {engine.url.render_as_string()}: {exc.orig}") from None
+        # Drivers add hint lines ("Is the server running…"); one line is the contract.
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "unreachable"
+        where = engine.url.render_as_string(hide_password=True)
+        raise StoreUnavailable(f"database {where}: {reason}") from None
 
 
 def current_revision(engine: Engine) -> str | None:
