@@ -7,12 +7,15 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine as SqlEngine
 
+from controlplane.deploy.engine import Engine, EngineConfig
+from controlplane.deploy.model import Run
+from controlplane.deploy.plan import Planner
 from controlplane.fleet.inventory import RenderContext
 from controlplane.fleet.loader import load_fleet
 from controlplane.fleet.model import Fleet
-from controlplane.settings import Settings
+from controlplane.settings import PROJECT_ROOT, Settings
 from controlplane.store.db import make_engine, migrate
 from controlplane.store.runs import RunStore
 
@@ -22,7 +25,8 @@ class Context:
     """Lazily built dependencies for one CLI invocation or one service process."""
 
     settings: Settings
-    _engine: Engine | None = field(default=None, init=False)
+    _engine: SqlEngine | None = field(default=None, init=False)
+    recovered: list[Run] = field(default_factory=list, init=False)
 
     @cached_property
     def fleet(self) -> Fleet:
@@ -42,7 +46,7 @@ class Context:
         )
 
     @property
-    def engine(self) -> Engine:
+    def engine(self) -> SqlEngine:
         if self._engine is None:
             if self.settings.database_url is None:
                 self.data_dir  # noqa: B018 - the SQLite file lives there
@@ -54,6 +58,32 @@ class Context:
     @cached_property
     def runs(self) -> RunStore:
         return RunStore(self.engine)
+
+    @cached_property
+    def deployer(self) -> Engine:
+        """The deploy engine; building it first recovers runs a dead process left behind."""
+        s = self.settings
+        engine = Engine(
+            self.fleet,
+            self.runs,
+            EngineConfig(
+                data_dir=self.data_dir,
+                playbooks_dir=PROJECT_ROOT / "playbooks",
+                fleet_dir=s.resolved_fleet,
+                vault_password_file=s.resolved_vault_password_file,
+                artifact_retention=s.artifact_retention,
+                run_timeout_seconds=s.run_timeout_seconds,
+                strategy=s.strategy,
+                health_timeout_seconds=s.health_timeout_seconds,
+            ),
+            self.render_context,
+        )
+        self.recovered = engine.recover()
+        return engine
+
+    @cached_property
+    def planner(self) -> Planner:
+        return Planner(self.fleet, self.runs)
 
     def close(self) -> None:
         if self._engine is not None:

@@ -6,18 +6,18 @@ Exit codes (DESIGN.md): 0 ok, 1 the operation ran and failed, 2 bad input or usa
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
 from rich.table import Table
 
 from controlplane import __version__
 from controlplane.app import Context
+from controlplane.cli_common import FleetOpt, JsonOpt, err, out, print_json
+from controlplane.deploy import cli as deploy_cli
 from controlplane.errors import (
     ControlPlaneError,
     InvalidInput,
@@ -43,17 +43,10 @@ fleet_app = typer.Typer(help="Show the fleet: members, hosts, capacity and stack
 db_app = typer.Typer(help="Database schema: migrate and show the revision.")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(db_app, name="db")
-
-out = Console()
-err = Console(stderr=True)
-
-FleetOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--fleet", help="Fleet directory (default $CONTROLPLANE_FLEET or inventories/lab)."
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+app.command()(deploy_cli.provision)
+app.command()(deploy_cli.deploy)
+app.command()(deploy_cli.rollback)
+app.add_typer(deploy_cli.runs_app, name="runs")
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -71,10 +64,6 @@ def exit_code_for(exc: BaseException) -> int:
 
 def context(fleet: Path | None = None) -> Context:
     return Context(load_settings(fleet=fleet))
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 # -- commands ------------------------------------------------------------------------------

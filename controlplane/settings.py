@@ -35,6 +35,16 @@ class Settings(BaseSettings):
     fleet: Path = Field(default=Path("inventories/lab"), description="fleet directory")
     timezone: str = Field(default="Europe/Amsterdam", description="default IANA zone")
     artifact_retention: int = Field(default=200, ge=1, description="run artifact dirs kept")
+    vault_password_file: Path | None = Field(
+        default=None, description="Ansible Vault password file; default <fleet>/vault-password"
+    )
+    run_timeout_seconds: int = Field(default=3600, ge=10, description="a run is stopped after")
+    strategy: str = Field(
+        default="mitogen_linear",
+        pattern=r"^(mitogen_linear|mitogen_free|linear|free)$",
+        description="Ansible strategy; mitogen falls back to linear when it fails",
+    )
+    health_timeout_seconds: int = Field(default=15, ge=1, description="health gate per host")
     python_interpreter: str | None = Field(
         default=None, description="interpreter for local-connection hosts; default this Python"
     )
@@ -73,6 +83,13 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.resolved_data_dir / 'controlplane.db'}"
+
+    @property
+    def resolved_vault_password_file(self) -> Path | None:
+        if self.vault_password_file is not None:
+            return self.vault_password_file.resolve()
+        default = self.resolved_fleet / "vault-password"
+        return default if default.exists() else None
 
     @property
     def resolved_fleet(self) -> Path:

@@ -53,6 +53,8 @@ class HostOutcome(Enum):
     FAILED = "failed"
     UNREACHABLE = "unreachable"
     SKIPPED = "skipped"
+    NOT_RUN = "not_run"  # the rollout stopped before this host's batch
+    INTERRUPTED = "interrupted"  # the control plane died while this host was in the run
 
 
 class LockMode(Enum):
@@ -87,6 +89,7 @@ class RunSpec:
     version: str | None = None
     hosts: tuple[str, ...] = ()
     params: dict[str, Any] = field(default_factory=dict)
+    emergency_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,9 @@ class Run:
     rc: int | None = None
     error: str | None = None
     tuning: dict[str, Any] = field(default_factory=dict)
+    emergency_reason: str | None = None
+    cancel_requested: bool = False
+    heartbeat_at: datetime | None = None
 
 
 @dataclass(frozen=True)

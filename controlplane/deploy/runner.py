@@ -7,6 +7,7 @@ against every sshd we meet (sftp/scp fall back slowly on the test hosts).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import tempfile
@@ -99,7 +100,27 @@ def ansible_env(tuning: Tuning) -> dict[str, str]:
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
         "ANSIBLE_INTERPRETER_PYTHON": "auto_silent",
     }
+    if tuning.strategy.startswith("mitogen"):
+        env["ANSIBLE_STRATEGY_PLUGINS"] = str(mitogen_strategy_dir())
     return env
+
+
+def mitogen_strategy_dir() -> Path:
+    import ansible_mitogen
+
+    return Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
+
+
+def scrub_artifacts(artifact_dir: Path) -> None:
+    """Drop the process environment runner copies into ``command``: it may hold secrets."""
+    command = artifact_dir / "command"
+    try:
+        data = json.loads(command.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(data, dict) and "env" in data:
+        data.pop("env")
+        command.write_text(json.dumps(data))
 
 
 def run_playbook(
@@ -134,6 +155,7 @@ def run_playbook(
         cancel_callback=cancel_callback,
         suppress_env_files=True,
     )
+    scrub_artifacts(Path(runner.config.artifact_dir))
     raw = runner.stats or {}
     hosts: set[str] = set()
     for key in ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored"):

@@ -43,6 +43,7 @@ def host_vars(fleet: Fleet, host: Host, ctx: RenderContext) -> dict[str, Any]:
         "ansible_connection": host.connection.value,
         "cp_root": host_root(host, ctx.data_dir),
         "cp_address": host.address,
+        "cp_process_manager": host.process_manager.value,
         "cp_capacity": {k: float(v) for k, v in host.capacity.items()},
         "cp_instances": [
             {"member": i.member, "app": i.app, "version": i.version, "port": i.port}

@@ -73,6 +73,13 @@ class ConnectionKind(Enum):
     SSH = "ssh"
 
 
+class ProcessManager(Enum):
+    """How app processes are started on a host: a pidfile (the lab) or systemd units."""
+
+    PIDFILE = "pidfile"
+    SYSTEMD = "systemd"
+
+
 class DeployPolicy(Enum):
     """Whether a member's changes need an open window, or only have to avoid freezes."""
 
@@ -130,6 +137,7 @@ class Host:
     address: StrictStr
     capacity: Capacity
     connection: ConnectionKind = ConnectionKind.SSH
+    process_manager: ProcessManager = ProcessManager.PIDFILE
     port: Port = 22
     user: Annotated[StrictStr, Field(pattern=r"^[a-z_][a-z0-9_-]*$")] | None = None
     become: StrictBool = False

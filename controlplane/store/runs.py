@@ -63,6 +63,9 @@ def _run(row: RowMapping) -> Run:
         rc=row["rc"],
         error=row["error"],
         tuning=dict(row["tuning"]),
+        emergency_reason=row["emergency_reason"],
+        cancel_requested=bool(row["cancel_requested"]),
+        heartbeat_at=_aware(row["heartbeat_at"]),
     )
 
 
@@ -75,7 +78,7 @@ class RunStore:
 
     # -- runs --------------------------------------------------------------------------------
 
-    def create(self, spec: RunSpec) -> Run:
+    def create(self, spec: RunSpec, node: str | None = None) -> Run:
         run_id = uuid.uuid4().hex
         with self.engine.begin() as conn:
             conn.execute(
@@ -92,6 +95,9 @@ class RunStore:
                     hosts=list(spec.hosts),
                     params=spec.params,
                     tuning={},
+                    emergency_reason=spec.emergency_reason,
+                    cancel_requested=False,
+                    node=node,
                     created_at=self.clock(),
                 )
             )
@@ -158,6 +164,40 @@ class RunStore:
             if status.finished:
                 conn.execute(delete(locks).where(locks.c.run_id == run_id))
         return self.get(run_id)
+
+    def discard(self, run_id: str) -> None:
+        """Forget a run that never started (refused before it could take its locks)."""
+        with self.engine.begin() as conn:
+            status = conn.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar()
+            if status != RunStatus.QUEUED.value:
+                raise InvalidInput(f"run {run_id} is {status}; only queued runs can be discarded")
+            conn.execute(delete(runs).where(runs.c.id == run_id))
+
+    def request_cancel(self, run_id: str) -> Run:
+        """Ask the process executing a run to cancel it; a queued run is canceled at once."""
+        run = self.get(run_id)
+        if run.status.finished:
+            return run
+        if run.status is RunStatus.QUEUED:
+            return self.transition(run.id, RunStatus.CANCELED, error="canceled before it started")
+        with self.engine.begin() as conn:
+            conn.execute(update(runs).where(runs.c.id == run.id).values(cancel_requested=True))
+        return self.get(run.id)
+
+    def cancel_requested(self, run_id: str) -> bool:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(runs.c.cancel_requested).where(runs.c.id == run_id)
+            ).scalar()
+        return bool(value)
+
+    def heartbeat(self, run_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(heartbeat_at=self.clock()))
+
+    def set_tuning(self, run_id: str, tuning: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(runs).where(runs.c.id == run_id).values(tuning=tuning))
 
     # -- per-host results --------------------------------------------------------------------
 
@@ -247,6 +287,13 @@ class RunStore:
                 )
                 for r in conn.execute(query).mappings()
             ]
+
+    def last_seq(self, run_id: str) -> int | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(func.max(run_events.c.seq)).where(run_events.c.run_id == run_id)
+            ).scalar()
+        return None if value is None else int(value)
 
     # -- locks -------------------------------------------------------------------------------
 

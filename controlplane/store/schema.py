@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -45,6 +46,9 @@ runs = Table(
     Column("node", String(200)),
     Column("rc", Integer),
     Column("error", Text),
+    Column("emergency_reason", Text),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("heartbeat_at", DateTime(timezone=True)),
     Index("ix_runs_status", "status"),
     Index("ix_runs_member_created", "member", "created_at"),
 )

@@ -39,6 +39,9 @@ def upgrade() -> None:
         sa.Column("node", sa.String(200)),
         sa.Column("rc", sa.Integer()),
         sa.Column("error", sa.Text()),
+        sa.Column("emergency_reason", sa.Text()),
+        sa.Column("cancel_requested", sa.Boolean(), nullable=False),
+        sa.Column("heartbeat_at", TZ),
         sa.PrimaryKeyConstraint("id", name="pk_runs"),
     )
     op.create_index("ix_runs_status", "runs", ["status"])

@@ -1,0 +1,510 @@
+"""The deploy engine: turns requests into run records, takes locks, drives playbooks through
+the runner adapter, judges rollouts, rolls back, and recovers after a crash.
+
+Everything outside (store, fleet, runner, clock) is passed in, so tests build their own.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from controlplane.deploy.events import release_report, to_run_event
+from controlplane.deploy.model import (
+    HostOutcome,
+    HostResult,
+    Run,
+    RunEvent,
+    RunKind,
+    RunSpec,
+    RunStatus,
+)
+from controlplane.deploy.plan import lock_requests
+from controlplane.deploy.processes import RUN_ENV, this_node
+from controlplane.deploy.rollout import (
+    HostState,
+    ReleaseReport,
+    RolloutVerdict,
+    judge,
+)
+from controlplane.deploy.runner import (
+    PlaybookRequest,
+    PlaybookResult,
+    Tuning,
+    run_playbook,
+)
+from controlplane.errors import InvalidInput, LockHeld, OperationFailed
+from controlplane.fleet.inventory import RenderContext, render_inventory
+from controlplane.fleet.model import Fleet
+from controlplane.store.runs import RunStore, utc_now
+
+Runner = Callable[..., PlaybookResult]
+
+HEARTBEAT_SECONDS = 5.0
+
+
+class Observer(Protocol):
+    """Live view of a run (the terminal progress display, tests)."""
+
+    def on_event(self, run: Run, event: RunEvent) -> None: ...
+
+    def on_status(self, run: Run) -> None: ...
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    data_dir: Path
+    playbooks_dir: Path
+    fleet_dir: Path
+    vault_password_file: Path | None = None
+    artifact_retention: int = 200
+    run_timeout_seconds: int | None = 3600
+    strategy: str = "mitogen_linear"
+    health_timeout_seconds: int = 15
+    lock_poll_seconds: float = 1.0
+
+
+@dataclass
+class PlayOutcome:
+    result: PlaybookResult
+    events: list[RunEvent]
+    reports: list[ReleaseReport]
+    host_times: dict[str, tuple[datetime, datetime]]
+    tuning: dict[str, Any]
+
+    @property
+    def failed_hosts(self) -> set[str]:
+        return {h for h, s in self.result.stats.items() if s.failures}
+
+    @property
+    def unreachable_hosts(self) -> set[str]:
+        return {h for h, s in self.result.stats.items() if s.dark}
+
+
+@dataclass
+class Execution:
+    """Per-run mutable state while one process executes it."""
+
+    run: Run
+    observer: Observer | None
+    seq: int = 0
+    plays: int = 0
+    cancel_local: bool = False
+    last_cancel_check: float = 0.0
+    cancel_seen: bool = False
+    stop_heartbeat: threading.Event = field(default_factory=threading.Event)
+
+
+class Engine:
+    def __init__(
+        self,
+        fleet: Fleet,
+        store: RunStore,
+        config: EngineConfig,
+        render: RenderContext,
+        *,
+        runner: Runner = run_playbook,
+        clock: Callable[[], datetime] = utc_now,
+        node: str | None = None,
+    ) -> None:
+        self.fleet = fleet
+        self.store = store
+        self.config = config
+        self.render = render
+        self.runner = runner
+        self.clock = clock
+        self.node = node or this_node()
+
+    # -- submission: a run record plus its locks ---------------------------------------------
+
+    def submit(
+        self,
+        spec: RunSpec,
+        *,
+        queue: bool = False,
+        queue_timeout: float = 3600.0,
+        on_wait: Callable[[LockHeld], None] | None = None,
+    ) -> Run:
+        """Record the run and take its locks. A conflict raises ``LockHeld`` (nothing is
+        kept), or with ``queue`` waits its turn as a queued run."""
+        run = self.store.create(spec, node=self.node)
+        locks = lock_requests(spec)
+        deadline = time.monotonic() + queue_timeout
+        while True:
+            try:
+                self.store.acquire(run.id, locks)
+                return run
+            except LockHeld as held:
+                if not queue or time.monotonic() > deadline:
+                    self.store.discard(run.id)
+                    raise
+                if on_wait is not None:
+                    on_wait(held)
+                if self.store.get(run.id).status is RunStatus.CANCELED:
+                    return self.store.get(run.id)
+                self.store.heartbeat(run.id)
+                time.sleep(self.config.lock_poll_seconds)
+
+    # -- execution -----------------------------------------------------------------------------
+
+    def execute(self, run_id: str, observer: Observer | None = None) -> Run:
+        """Run a submitted run to its end and return the final record."""
+        run = self.store.get(run_id)
+        if run.status is not RunStatus.QUEUED:
+            raise InvalidInput(f"run {run.id} is {run.status.value}, not queued")
+        run = self.store.transition(run.id, RunStatus.RUNNING, node=self.node)
+        ex = Execution(run, observer)
+        self._notify(ex)
+        heart = threading.Thread(target=self._heartbeat, args=(ex,), daemon=True)
+        heart.start()
+        self._prune_artifacts()
+        try:
+            with self._interrupts_cancel(ex):
+                if run.kind is RunKind.DEPLOY:
+                    final = self._deploy(ex)
+                elif run.kind is RunKind.ROLLBACK:
+                    final = self._rollback(ex)
+                else:
+                    final = self._simple(ex)
+        except Exception as exc:  # a bug or an infrastructure fault: never leave it running
+            final = self._finish(ex, RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            ex.stop_heartbeat.set()
+        return final
+
+    def _deploy(self, ex: Execution) -> Run:
+        run = ex.run
+        hosts = list(run.hosts)
+        assert run.member and run.app and run.version
+        check = bool(run.params.get("check"))
+        extravars = self._app_vars(run.member, run.app, run.version)
+        extravars["cp_broken"] = bool(run.params.get("broken"))
+        if run.params.get("serial"):
+            extravars["cp_serial"] = run.params["serial"]
+        if run.params.get("max_fail_percentage") is not None:
+            extravars["cp_max_fail_percentage"] = run.params["max_fail_percentage"]
+        play = self._play(ex, "deploy.yml", hosts, extravars, check=check)
+        ended = _ended_status(play.result)
+        if check:
+            self._record_hosts(run, hosts, play, None)
+            status = RunStatus.SUCCESSFUL if play.result.rc == 0 else (ended or RunStatus.FAILED)
+            return self._finish(ex, status, rc=play.result.rc)
+        verdict = judge(hosts, run.version, play.reports, play.failed_hosts, play.unreachable_hosts)
+        if ended is not None:  # canceled or timed out: say where every host was left
+            self._record_hosts(run, hosts, play, verdict)
+            return self._finish(ex, ended, rc=play.result.rc, error=self._summary(verdict))
+        if verdict.succeeded and play.result.rc == 0:
+            self._record_hosts(run, hosts, play, verdict)
+            return self._finish(ex, RunStatus.SUCCESSFUL, rc=0)
+        finals: dict[str, str | None] = {}
+        notes = [self._summary(verdict)]
+        for target, back in verdict.rollback_plan().items():
+            vars_ = self._app_vars(run.member, run.app, target)
+            rb = self._play(ex, "rollback.yml", back, vars_, check=False)
+            ok = {r.host for r in rb.reports if r.healthy and r.after == target}
+            for r in rb.reports:
+                finals[r.host] = r.after
+            notes.append(
+                f"rolled back {', '.join(sorted(back))} to {target}"
+                + ("" if ok == set(back) else f" (failed on {', '.join(sorted(set(back) - ok))})")
+            )
+        fresh = verdict.without_previous_release()
+        if fresh:
+            notes.append(f"no earlier release to return to on {', '.join(fresh)}")
+        self._record_hosts(run, hosts, play, verdict, finals)
+        return self._finish(ex, RunStatus.FAILED, rc=play.result.rc or 1, error="; ".join(notes))
+
+    def _rollback(self, ex: Execution) -> Run:
+        run = ex.run
+        assert run.member and run.app and run.version
+        hosts = list(run.hosts)
+        play = self._play(
+            ex, "rollback.yml", hosts, self._app_vars(run.member, run.app, run.version), False
+        )
+        verdict = judge(hosts, run.version, play.reports, play.failed_hosts, play.unreachable_hosts)
+        self._record_hosts(run, hosts, play, verdict)
+        ended = _ended_status(play.result)
+        if ended is not None:
+            return self._finish(ex, ended, rc=play.result.rc)
+        if verdict.succeeded and play.result.rc == 0:
+            return self._finish(ex, RunStatus.SUCCESSFUL, rc=0)
+        return self._finish(
+            ex, RunStatus.FAILED, rc=play.result.rc or 1, error=self._summary(verdict)
+        )
+
+    def _simple(self, ex: Execution) -> Run:
+        """Patch, drift and ad-hoc playbooks: one play, judged by its result."""
+        run = ex.run
+        check = bool(run.params.get("check")) or run.kind is RunKind.DRIFT
+        play = self._play(
+            ex, run.playbook, list(run.hosts), dict(run.params.get("vars", {})), check
+        )
+        self._record_hosts(run, list(run.hosts), play, None)
+        ended = _ended_status(play.result)
+        if ended is not None:
+            return self._finish(ex, ended, rc=play.result.rc)
+        ok = play.result.rc == 0
+        return self._finish(
+            ex,
+            RunStatus.SUCCESSFUL if ok else RunStatus.FAILED,
+            rc=play.result.rc,
+            error=None if ok else f"{run.playbook} failed (rc {play.result.rc})",
+        )
+
+    # -- one playbook --------------------------------------------------------------------------
+
+    def _app_vars(self, member: str, app: str, version: str) -> dict[str, Any]:
+        catalogue = self.fleet.app(app)
+        release = catalogue.version(version)
+        out: dict[str, Any] = {
+            "cp_member": member,
+            "cp_app": app,
+            "cp_version": version,
+            "cp_broken": release.broken,
+            "cp_health_path": catalogue.health_path,
+            "cp_health_timeout": self.config.health_timeout_seconds,
+        }
+        vault = self.config.fleet_dir / "vault" / f"{member}.yml"
+        if vault.exists():
+            out["cp_vault_file"] = str(vault)
+        return out
+
+    def _play(
+        self,
+        ex: Execution,
+        playbook: str,
+        hosts: list[str],
+        extravars: Mapping[str, Any],
+        check: bool,
+    ) -> PlayOutcome:
+        ex.plays += 1
+        tuning = Tuning(
+            forks=max(1, min(len(hosts), 25)),
+            strategy=self.config.strategy,
+        )
+        outcome = self.run_once(ex, playbook, hosts, extravars, check, tuning)
+        record = tuning.as_dict()
+        if tuning.strategy != "linear" and _nothing_ran(outcome):
+            # The mitogen strategy failed before any task ran: run again the stock way.
+            record = {**Tuning(forks=tuning.forks).as_dict(), "fallback_from": tuning.strategy}
+            outcome = self.run_once(
+                ex, playbook, hosts, extravars, check, Tuning(forks=tuning.forks)
+            )
+        outcome.tuning = record
+        self.store.set_tuning(ex.run.id, {**ex.run.tuning, playbook: record})
+        ex.run = replace(ex.run, tuning={**ex.run.tuning, playbook: record})
+        return outcome
+
+    def run_once(
+        self,
+        ex: Execution,
+        playbook: str,
+        hosts: list[str],
+        extravars: Mapping[str, Any],
+        check: bool,
+        tuning: Tuning,
+    ) -> PlayOutcome:
+        run = ex.run
+        events: list[RunEvent] = []
+        reports: list[ReleaseReport] = []
+        times: dict[str, tuple[datetime, datetime]] = {}
+
+        def on_event(raw: dict[str, Any]) -> bool:
+            event = to_run_event(run.id, ex.seq, raw)
+            if event is None:
+                return False
+            ex.seq += 1
+            self.store.append_events(run.id, [event])
+            events.append(event)
+            if event.host:
+                first = times.get(event.host, (event.created_at, event.created_at))[0]
+                times[event.host] = (first, event.created_at)
+            report = release_report(event)
+            if report is not None:
+                reports.append(report)
+            if ex.observer is not None:
+                ex.observer.on_event(run, event)
+            # We keep our own scrubbed copy; runner need not write the raw event to disk.
+            return False
+
+        envvars = {RUN_ENV: run.id}
+        if self.config.vault_password_file is not None:
+            envvars["ANSIBLE_VAULT_PASSWORD_FILE"] = str(self.config.vault_password_file)
+        request = PlaybookRequest(
+            playbook=self.config.playbooks_dir / playbook,
+            inventory=render_inventory(self.fleet, self.render),
+            extravars=dict(extravars),
+            limit=",".join(hosts) if hosts else None,
+            check=check,
+            tuning=tuning,
+            envvars=envvars,
+            timeout_seconds=self.config.run_timeout_seconds,
+        )
+        result = self.runner(
+            request,
+            self.config.data_dir / "runs" / run.id,
+            f"{ex.plays}-{playbook.removesuffix('.yml')}-{tuning.strategy}",
+            event_handler=on_event,
+            cancel_callback=lambda: self._cancel_wanted(ex),
+        )
+        return PlayOutcome(result, events, reports, times, tuning.as_dict())
+
+    # -- records -------------------------------------------------------------------------------
+
+    def _record_hosts(
+        self,
+        run: Run,
+        hosts: list[str],
+        play: PlayOutcome,
+        verdict: RolloutVerdict | None,
+        finals: Mapping[str, str | None] | None = None,
+    ) -> None:
+        states = {v.host: v for v in verdict.hosts} if verdict else {}
+        for host in hosts:
+            stats = play.result.stats.get(host)
+            v = states.get(host)
+            if stats is None:
+                outcome = HostOutcome.NOT_RUN
+            elif stats.dark:
+                outcome = HostOutcome.UNREACHABLE
+            elif stats.failures or (v is not None and v.state is HostState.FAILED):
+                outcome = HostOutcome.FAILED
+            elif stats.changed:
+                outcome = HostOutcome.CHANGED
+            else:
+                outcome = HostOutcome.OK
+            after = v.after if v else None
+            if finals and host in finals:
+                after = finals[host]
+            started, finished = play.host_times.get(host, (None, None))
+            self.store.record_host(
+                HostResult(
+                    run_id=run.id,
+                    host=host,
+                    outcome=outcome,
+                    ok=stats.ok if stats else 0,
+                    changed=stats.changed if stats else 0,
+                    failures=stats.failures if stats else 0,
+                    unreachable=stats.dark if stats else 0,
+                    skipped=stats.skipped if stats else 0,
+                    release_before=v.before if v else None,
+                    release_after=after,
+                    started_at=started,
+                    finished_at=finished,
+                )
+            )
+
+    @staticmethod
+    def _summary(verdict: RolloutVerdict) -> str:
+        bad = [
+            f"{v.host} {v.state.value}"
+            for v in verdict.hosts
+            if v.state not in (HostState.SWITCHED, HostState.UNCHANGED)
+        ]
+        return "rollout stopped: " + ", ".join(bad) if bad else "rollout complete"
+
+    def _finish(
+        self, ex: Execution, status: RunStatus, rc: int | None = None, error: str | None = None
+    ) -> Run:
+        if ex.cancel_seen and status is RunStatus.FAILED:
+            status = RunStatus.CANCELED
+        ex.run = self.store.transition(ex.run.id, status, rc=rc, error=error)
+        self._notify(ex)
+        return ex.run
+
+    def _notify(self, ex: Execution) -> None:
+        if ex.observer is not None:
+            ex.observer.on_status(ex.run)
+
+    # -- cancellation, heartbeat, signals -------------------------------------------------------
+
+    def cancel(self, run_id: str) -> Run:
+        return self.store.request_cancel(run_id)
+
+    def _cancel_wanted(self, ex: Execution) -> bool:
+        if ex.cancel_local or ex.cancel_seen:
+            ex.cancel_seen = True
+            return True
+        now = time.monotonic()
+        if now - ex.last_cancel_check >= 1.0:
+            ex.last_cancel_check = now
+            ex.cancel_seen = self.store.cancel_requested(ex.run.id)
+        return ex.cancel_seen
+
+    def _heartbeat(self, ex: Execution) -> None:
+        while not ex.stop_heartbeat.wait(HEARTBEAT_SECONDS):
+            try:
+                self.store.heartbeat(ex.run.id)
+            except Exception:  # a missed beat must not kill the run
+                continue
+
+    @contextmanager
+    def _interrupts_cancel(self, ex: Execution) -> Iterator[None]:
+        """Ctrl-C or SIGTERM while we run a playbook cancels it instead of orphaning it."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: object) -> None:
+            ex.cancel_local = True
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def recover(self) -> list[Run]:
+        """See ``controlplane.deploy.recovery``: runs whose owner died become interrupted."""
+        from controlplane.deploy.recovery import recover
+
+        return recover(self)
+
+    # -- artifacts -----------------------------------------------------------------------------
+
+    def _prune_artifacts(self) -> None:
+        """Keep the newest ``artifact_retention`` run directories (stdout and artifacts)."""
+        root = self.config.data_dir / "runs"
+        if not root.is_dir():
+            return
+        dirs = sorted(
+            (p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True
+        )
+        for old in dirs[self.config.artifact_retention :]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def artifacts_dir(self, run_id: str) -> Path:
+        return self.config.data_dir / "runs" / run_id
+
+
+def _ended_status(result: PlaybookResult) -> RunStatus | None:
+    if result.status == "canceled":
+        return RunStatus.CANCELED
+    if result.status == "timeout":
+        return RunStatus.TIMED_OUT
+    return None
+
+
+def _nothing_ran(outcome: PlayOutcome) -> bool:
+    return (
+        outcome.result.rc != 0
+        and not any(e.event.startswith("runner_on_") for e in outcome.events)
+        and outcome.result.status == "failed"
+    )
+
+
+def require_success(runs: list[Run]) -> None:
+    failed = [r for r in runs if r.status is not RunStatus.SUCCESSFUL]
+    if failed:
+        raise OperationFailed(
+            "; ".join(f"run {r.id[:8]} {r.status.value}: {r.error or ''}".strip() for r in failed)
+        )

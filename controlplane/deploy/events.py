@@ -1,0 +1,131 @@
+"""Pure handling of ansible-runner events: what we keep, and what we read from them.
+
+We keep a small, scrubbed subset of each event. Task results can carry anything a module
+returned, so only an allow-list of keys survives, failure messages are truncated, and any
+known secret value is masked wherever it appears.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from controlplane.deploy.model import RunEvent
+from controlplane.deploy.rollout import ReleaseReport
+
+REPORT_TASK = "cp-report-release"
+KEPT_EVENTS = frozenset(
+    {
+        "playbook_on_start",
+        "playbook_on_play_start",
+        "playbook_on_task_start",
+        "runner_on_start",
+        "runner_on_ok",
+        "runner_on_failed",
+        "runner_on_skipped",
+        "runner_on_unreachable",
+        "runner_on_file_diff",
+        "runner_retry",
+        "playbook_on_stats",
+    }
+)
+_SAFE_RESULT_KEYS = ("changed", "failed", "skipped", "unreachable", "rc", "attempts")
+_MASK = "********"
+_MAX_TEXT = 500
+
+
+def mask(value: Any, secrets: Iterable[str]) -> Any:
+    """``value`` with every occurrence of a secret replaced, recursively."""
+    secrets = [s for s in secrets if s]
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for s in secrets:
+            value = value.replace(s, _MASK)
+        return value
+    if isinstance(value, Mapping):
+        return {k: mask(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask(v, secrets) for v in value]
+    return value
+
+
+def _text(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "…"
+
+
+def _created(raw: Mapping[str, Any]) -> datetime:
+    stamp = raw.get("created")
+    if isinstance(stamp, str):
+        try:
+            parsed = datetime.fromisoformat(stamp)
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    return datetime.now(UTC)
+
+
+def to_run_event(
+    run_id: str, seq: int, raw: Mapping[str, Any], secrets: Iterable[str] = ()
+) -> RunEvent | None:
+    """The part of a runner event we store, or None for events we do not keep."""
+    name = raw.get("event")
+    if name not in KEPT_EVENTS:
+        return None
+    data: Mapping[str, Any] = raw.get("event_data") or {}
+    kept: dict[str, Any] = {}
+    res = data.get("res")
+    if isinstance(res, Mapping):
+        for key in _SAFE_RESULT_KEYS:
+            if key in res:
+                kept[key] = res[key]
+        if res.get("_ansible_no_log"):
+            kept["no_log"] = True
+        elif name in ("runner_on_failed", "runner_on_unreachable") and "msg" in res:
+            kept["msg"] = _text(res["msg"])
+        if data.get("task") == REPORT_TASK and isinstance(res.get("msg"), Mapping):
+            kept["report"] = dict(res["msg"])
+    if name == "playbook_on_stats":
+        for key in ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored"):
+            kept[key] = dict(data.get(key) or {})
+    quiet = isinstance(res, Mapping) and bool(res.get("_ansible_no_log"))
+    if name == "runner_on_file_diff" and not quiet:
+        kept["diff"] = _text(data.get("diff"))
+    elif isinstance(res, Mapping) and res.get("changed") and res.get("diff") and not quiet:
+        kept["diff"] = _text(res["diff"])
+    if data.get("play"):
+        kept["play"] = str(data["play"])
+    return RunEvent(
+        run_id=run_id,
+        seq=seq,
+        event=str(name),
+        created_at=_created(raw),
+        host=str(data["host"]) if data.get("host") else None,
+        task=str(data["task"]) if data.get("task") else None,
+        data=mask(kept, secrets),
+    )
+
+
+def release_report(event: RunEvent) -> ReleaseReport | None:
+    """The release report a playbook's ``cp-report-release`` task emitted, if this is one."""
+    report = event.data.get("report")
+    if event.event != "runner_on_ok" or not isinstance(report, Mapping) or event.host is None:
+        return None
+    try:
+        return ReleaseReport(
+            host=event.host,
+            member=str(report["member"]),
+            app=str(report["app"]),
+            port=int(report["port"]),
+            before=_release(report.get("before")),
+            after=_release(report.get("after")),
+            healthy=bool(report.get("healthy")),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _release(value: Any) -> str | None:
+    return None if value in (None, "", "None") else str(value)

@@ -1,0 +1,1 @@
+"""Uptime: probes of every deployed instance, availability and SLOs."""
