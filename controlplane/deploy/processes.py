@@ -38,8 +38,13 @@ def node_alive_here(node: str) -> bool | None:
     return _start_time(int(pid)) == started
 
 
+# Only Ansible's own processes are cleaned up: an app a local-connection run started also
+# inherits the run's environment, and it must keep serving.
+_ANSIBLE_MARKS = (b"ansible", b"AnsiballZ", b"mitogen")
+
+
 def orphans(run_id: str) -> list[int]:
-    """Processes still working for ``run_id`` (ansible-playbook and its workers)."""
+    """Ansible processes still working for ``run_id`` (ansible-playbook and its workers)."""
     marker = f"{RUN_ENV}={run_id}".encode()
     found: list[int] = []
     for entry in _PROC.iterdir():
@@ -47,27 +52,18 @@ def orphans(run_id: str) -> list[int]:
             continue
         try:
             environ = (entry / "environ").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if marker in environ.split(b"\0"):
+        if marker in environ.split(b"\0") and any(m in cmdline for m in _ANSIBLE_MARKS):
             found.append(int(entry.name))
     return found
 
 
 def kill_orphans(run_id: str) -> int:
-    """SIGKILL every process group still working for a run whose owner died."""
+    """SIGKILL every Ansible process still working for a run whose owner died."""
     killed = 0
-    groups: set[int] = set()
     for pid in orphans(run_id):
-        with contextlib.suppress(ProcessLookupError):
-            groups.add(os.getpgid(pid))
-    for group in groups:
-        if group == os.getpgid(0):
-            continue
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(group, signal.SIGKILL)
-            killed += 1
-    for pid in orphans(run_id):  # stragglers outside those groups
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
             killed += 1

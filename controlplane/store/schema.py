@@ -7,6 +7,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -80,6 +81,42 @@ run_events = Table(
     Column("task", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("data", JSON, nullable=False),
+)
+
+# Every probe of an app instance. ``in_window`` says a maintenance window covered the
+# instance when it was probed: such probes count neither as up nor as down for the SLA.
+probe_samples = Table(
+    "probe_samples",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("member", String(63), nullable=False),
+    Column("app", String(63), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("healthy", Boolean, nullable=False),
+    Column("in_window", Boolean, nullable=False),
+    Column("latency_seconds", Float, nullable=False),
+    Column("version", String(64)),
+    Column("error", String(300)),
+    Index("ix_probe_samples_at", "at"),
+    Index("ix_probe_samples_member_app_at", "member", "app", "at"),
+)
+
+# Samples older than the retention limit are rolled up into hourly counts, not dropped.
+probe_hourly = Table(
+    "probe_hourly",
+    metadata,
+    Column("member", String(63), primary_key=True),
+    Column("app", String(63), primary_key=True),
+    Column("host", String(255), primary_key=True),
+    Column("port", Integer, primary_key=True),
+    Column("hour", DateTime(timezone=True), primary_key=True),
+    Column("total", Integer, nullable=False),
+    Column("good", Integer, nullable=False),
+    Column("in_window", Integer, nullable=False),
+    Column("good_in_window", Integer, nullable=False),
+    Index("ix_probe_hourly_hour", "hour"),
 )
 
 locks = Table(

@@ -1,4 +1,4 @@
-"""Runs, per-host results, run events and locks.
+"""Runs, per-host results, run events, locks and probe history.
 
 Revision ID: 0001
 Revises:
@@ -91,9 +91,42 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("key", "run_id", name="pk_locks"),
     )
     op.create_index("ix_locks_run_id", "locks", ["run_id"])
+    op.create_table(
+        "probe_samples",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("member", sa.String(63), nullable=False),
+        sa.Column("app", sa.String(63), nullable=False),
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("port", sa.Integer(), nullable=False),
+        sa.Column("at", TZ, nullable=False),
+        sa.Column("healthy", sa.Boolean(), nullable=False),
+        sa.Column("in_window", sa.Boolean(), nullable=False),
+        sa.Column("latency_seconds", sa.Float(), nullable=False),
+        sa.Column("version", sa.String(64)),
+        sa.Column("error", sa.String(300)),
+        sa.PrimaryKeyConstraint("id", name="pk_probe_samples"),
+    )
+    op.create_index("ix_probe_samples_at", "probe_samples", ["at"])
+    op.create_index("ix_probe_samples_member_app_at", "probe_samples", ["member", "app", "at"])
+    op.create_table(
+        "probe_hourly",
+        sa.Column("member", sa.String(63), nullable=False),
+        sa.Column("app", sa.String(63), nullable=False),
+        sa.Column("host", sa.String(255), nullable=False),
+        sa.Column("port", sa.Integer(), nullable=False),
+        sa.Column("hour", TZ, nullable=False),
+        sa.Column("total", sa.Integer(), nullable=False),
+        sa.Column("good", sa.Integer(), nullable=False),
+        sa.Column("in_window", sa.Integer(), nullable=False),
+        sa.Column("good_in_window", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("member", "app", "host", "port", "hour", name="pk_probe_hourly"),
+    )
+    op.create_index("ix_probe_hourly_hour", "probe_hourly", ["hour"])
 
 
 def downgrade() -> None:
+    op.drop_table("probe_hourly")
+    op.drop_table("probe_samples")
     op.drop_table("locks")
     op.drop_table("run_events")
     op.drop_table("run_hosts")
