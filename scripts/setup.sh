@@ -30,6 +30,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
+# Debian splits venv support out of python3; without it `python3 -m venv` fails.
+if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing python3-venv from Debian"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  fi
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV"
   "$PYTHON" -m venv "$VENV"
