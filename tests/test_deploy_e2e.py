@@ -283,7 +283,8 @@ def test_kill_9_mid_run_leaves_interrupted_run_and_free_locks(rig: Rig, tmp_path
             runs = store.find()
         except Exception:  # the CLI may still be creating the schema
             runs = []
-        if runs and any(e.event == "runner_on_ok" and e.host for e in store.events(runs[0].id)):
+        # Kill it once the first batch (host1) has switched and the second is under way.
+        if runs and any(e.data.get("report") for e in store.events(runs[0].id)):
             run_id = runs[0].id
             break
         time.sleep(0.1)
@@ -304,9 +305,12 @@ def test_kill_9_mid_run_leaves_interrupted_run_and_free_locks(rig: Rig, tmp_path
     assert record["status"] == "interrupted"
     assert store.held_locks() == []
     assert orphans(run_id) == []
-    # Each host's actual live release is on the record: 1.0.0 or nothing yet.
-    assert {h["host"] for h in record["hosts"]} == {"host1", "host2", "host3"}
-    for h in record["hosts"]:
-        assert h["outcome"] == "interrupted"
-        live = rig.live(int(h["host"][-1]) - 1, "amsterdam", "uitkering")
-        assert h["release_after"] == (live["version"] if live else None)
+    # Each host's actual live release is on the record, as its `current` link says.
+    hosts = {h["host"]: h for h in record["hosts"]}
+    assert set(hosts) == {"host1", "host2", "host3"}
+    assert {h["outcome"] for h in hosts.values()} == {"interrupted"}
+    assert hosts["host1"]["release_after"] == "1.0.0"
+    for host in rig.lab.hosts[:3]:
+        current = host.root / "opt/controlplane/amsterdam/uitkering/current"
+        on_disk = Path(os.readlink(current)).name if current.is_symlink() else None
+        assert hosts[host.name]["release_after"] == on_disk

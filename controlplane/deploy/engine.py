@@ -219,8 +219,24 @@ class Engine:
         fresh = verdict.without_previous_release()
         if fresh:
             notes.append(f"no earlier release to return to on {', '.join(fresh)}")
+        finals.update(self._untouched_releases(ex, verdict, finals))
         self._record_hosts(run, hosts, play, verdict, finals)
         return self._finish(ex, RunStatus.FAILED, rc=play.result.rc or 1, error="; ".join(notes))
+
+    def _untouched_releases(
+        self, ex: Execution, verdict: RolloutVerdict, known: Mapping[str, str | None]
+    ) -> dict[str, str | None]:
+        """Ask the hosts the rollout never reached which release they run, so the record
+        says where every host was left."""
+        run = ex.run
+        assert run.member and run.app
+        unknown = [v.host for v in verdict.hosts if v.state is HostState.NOT_RUN]
+        unknown = [h for h in unknown if h not in known]
+        if not unknown:
+            return {}
+        vars_ = {"cp_member": run.member, "cp_app": run.app}
+        status = self._play(ex, "status.yml", unknown, vars_, check=False)
+        return {r.host: r.after for r in status.reports}
 
     def _rollback(self, ex: Execution) -> Run:
         run = ex.run
@@ -381,9 +397,12 @@ class Engine:
                 outcome = HostOutcome.CHANGED
             else:
                 outcome = HostOutcome.OK
+            before = v.before if v else None
             after = v.after if v else None
             if finals and host in finals:
                 after = finals[host]
+                if v is not None and v.state is HostState.NOT_RUN:
+                    before = after  # never touched: it stayed where it was
             started, finished = play.host_times.get(host, (None, None))
             self.store.record_host(
                 HostResult(
@@ -395,7 +414,7 @@ class Engine:
                     failures=stats.failures if stats else 0,
                     unreachable=stats.dark if stats else 0,
                     skipped=stats.skipped if stats else 0,
-                    release_before=v.before if v else None,
+                    release_before=before,
                     release_after=after,
                     started_at=started,
                     finished_at=finished,

@@ -134,6 +134,15 @@ def run_playbook(
 ) -> PlaybookResult:
     """Run one playbook to completion and return its status, rc and per-host stats."""
     private_data_dir.mkdir(parents=True, exist_ok=True)
+    final_stats: dict[str, Any] = {}
+
+    def on_event(event: dict[str, Any]) -> bool:
+        # runner.stats reads the stats event back from disk, which our handler may have
+        # told runner not to write; keep it from the stream instead.
+        if event.get("event") == "playbook_on_stats":
+            final_stats.update(event.get("event_data") or {})
+        return event_handler(event) if event_handler is not None else True
+
     cmdline = "--check --diff" if request.check else None
     settings: dict[str, Any] = {"suppress_ansible_output": True}
     if request.timeout_seconds:
@@ -150,13 +159,13 @@ def run_playbook(
         envvars={**ansible_env(request.tuning), **request.envvars},
         settings=settings,
         quiet=True,
-        event_handler=event_handler,
+        event_handler=on_event,
         status_handler=status_handler,
         cancel_callback=cancel_callback,
         suppress_env_files=True,
     )
     scrub_artifacts(Path(runner.config.artifact_dir))
-    raw = runner.stats or {}
+    raw = final_stats or runner.stats or {}
     hosts: set[str] = set()
     for key in ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored"):
         hosts.update((raw.get(key) or {}).keys())
