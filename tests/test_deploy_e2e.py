@@ -314,3 +314,28 @@ def test_kill_9_mid_run_leaves_interrupted_run_and_free_locks(rig: Rig, tmp_path
         current = host.root / "opt/controlplane/amsterdam/uitkering/current"
         on_disk = Path(os.readlink(current)).name if current.is_symlink() else None
         assert hosts[host.name]["release_after"] == on_disk
+
+
+def test_cancel_ends_the_ansible_process_group_and_records_it(rig: Rig) -> None:
+    [spec] = rig.planner.plan_deploy(
+        DeployRequest("amsterdam", "uitkering", "1.0.0", serial="1", started_by="test")
+    )
+    run = rig.engine.submit(spec)
+
+    class CancelAfterFirstHost:
+        def on_event(self, r: Run, event: RunEvent) -> None:
+            if event.data.get("report"):
+                rig.engine.cancel(r.id)  # as `controlplane runs cancel` does, via the store
+
+        def on_status(self, r: Run) -> None:
+            pass
+
+    final = rig.engine.execute(run.id, observer=CancelAfterFirstHost())
+
+    assert final.status is RunStatus.CANCELED
+    assert final.rc == 254  # ansible-runner's rc for a canceled run
+    assert orphans(run.id) == []
+    assert rig.store.held_locks() == []
+    hosts = {h.host: h for h in rig.store.host_results(run.id)}
+    assert hosts["host1"].release_after == "1.0.0"
+    assert hosts["host3"].outcome is HostOutcome.NOT_RUN
