@@ -191,12 +191,17 @@ def provision(
         list[str] | None, typer.Argument(help="Members to provision (default: all).")
     ] = None,
     parallel: Annotated[int, typer.Option("--parallel", min=1, max=16)] = 4,
+    force: Annotated[
+        bool, typer.Option("--force", help="Run the playbooks even where nothing changed.")
+    ] = False,
     fleet: FleetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Provision every member's stack at the fleet's versions, then probe every instance.
 
-    Runs for different members and apps go in parallel on the shared hosts."""
+    Runs for different members and apps go in parallel on the shared hosts. An app whose
+    every instance already answers healthy on the fleet's version is left alone (--force
+    runs its playbook anyway), so running this again is safe and fast."""
     ctx = _context(fleet)
     chosen = members or [m.slug for m in ctx.fleet.members]
     specs: list[RunSpec] = []
@@ -204,6 +209,9 @@ def provision(
         specs.extend(
             ctx.planner.plan_deploy(DeployRequest(m, started_by=who(), reason="provision"))
         )
+    if not force:
+        current = {(p.member, p.app, p.host): p for p in probe_all(ctx.fleet.instances())}
+        specs = [s for s in specs if not _converged(ctx, s, current)]
     engine = ctx.deployer
     started = time.monotonic()
 
@@ -213,7 +221,10 @@ def provision(
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         if not as_json:
-            err.print(f"provisioning {len(specs)} app stacks of {len(chosen)} members …")
+            err.print(
+                f"provisioning {len(specs)} app stacks of {len(chosen)} members "
+                f"({'all' if force else 'those not already up to date'}) …"
+            )
         runs = list(pool.map(one, specs))
     elapsed = time.monotonic() - started
     instances = [i for m in chosen for i in ctx.fleet.instances(member=m)]
@@ -230,13 +241,26 @@ def provision(
     else:
         _print_probes(probes)
         ok = sum(1 for p in probes if p.healthy)
+        if not runs:
+            out.print("every member app was already up to date; no playbook had to run")
         out.print(
             f"{sum(r.status is RunStatus.SUCCESSFUL for r in runs)}/{len(runs)} runs successful "
-            f"in {elapsed:.1f}s; {ok}/{len(probes)} instances answering healthy"
+            f"in {elapsed:.1f}s; {ok}/{len(probes)} instances answering healthy on "
+            f"{len({(p.member, p.app) for p in probes})} member apps"
         )
     _fail_unless_successful(runs)
     if not all(p.healthy for p in probes):
         raise OperationFailed("some instances do not answer healthy")
+
+
+def _converged(ctx: Context, spec: RunSpec, probes: dict[tuple[str, str, str], Any]) -> bool:
+    """Every instance of this member's app answers healthy on the version to deploy."""
+    assert spec.member and spec.app
+    for inst in ctx.fleet.instances(member=spec.member, app=spec.app):
+        p = probes.get((inst.member, inst.app, inst.host))
+        if p is None or not p.healthy or p.version != spec.version:
+            return False
+    return True
 
 
 def _all_good(runs: list[Run], probes: list[ProbeResult]) -> bool:
