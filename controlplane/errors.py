@@ -84,3 +84,14 @@ class StoreUnavailable(Unreachable):
 
 class OperationFailed(ControlPlaneError, RuntimeError):
     """The operation ran and failed."""
+
+
+class GateClosed(Refused):
+    """The windows gate refused a change: a freeze applies, or no maintenance window is open.
+
+    ``decision`` is the gate's full ``Decision`` (reason, windows, next opening).
+    """
+
+    def __init__(self, message: str, decision: object = None) -> None:
+        self.decision = decision
+        super().__init__(message)

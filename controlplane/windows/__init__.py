@@ -1,0 +1,1 @@
+"""Maintenance windows and freezes: rules, the deployment gate, calendars and conflicts."""
