@@ -18,6 +18,8 @@ from controlplane.fleet.model import Fleet
 from controlplane.settings import PROJECT_ROOT, Settings
 from controlplane.store.db import make_engine, migrate
 from controlplane.store.runs import RunStore
+from controlplane.windows.gate import Gate
+from controlplane.windows.loader import load_gate
 
 
 @dataclass
@@ -77,9 +79,14 @@ class Context:
                 health_timeout_seconds=s.health_timeout_seconds,
             ),
             self.render_context,
+            gate=self.gate,
         )
         self.recovered = engine.recover()
         return engine
+
+    @cached_property
+    def gate(self) -> Gate:
+        return load_gate(self.settings.resolved_fleet, self.fleet)
 
     @cached_property
     def planner(self) -> Planner:

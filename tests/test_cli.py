@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 
 from controlplane.cli import app, run
 from controlplane.settings import load_settings
+from tests.conftest import LAB
 
 CLI = str(Path(sys.executable).parent / "controlplane")
 
@@ -89,3 +92,36 @@ def test_unreachable_database_exits_4(monkeypatch: pytest.MonkeyPatch) -> None:
     assert proc.returncode == 4, proc.stderr
     assert proc.stderr.startswith("error: database")
     assert proc.stderr.count("\n") == 1
+
+
+def test_deploy_refused_by_a_freeze_exits_3_and_queues_nothing(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet"
+    shutil.copytree(LAB, fleet)
+    (fleet / "windows.yml").write_text(
+        "windows:\n"
+        "  - name: always-frozen\n"
+        "    kind: freeze\n"
+        "    scope: {member: utrecht}\n"
+        "    rrule: FREQ=DAILY\n"
+        "    start: 2020-01-01T00:00\n"
+        "    duration: P1D\n"
+    )
+    env = {**os.environ, "CONTROLPLANE_DATA_DIR": str(tmp_path / "var")}
+    proc = subprocess.run(
+        [CLI, "deploy", "utrecht", "--app", "uitkering", "--fleet", str(fleet)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert "always-frozen" in proc.stderr
+    listed = subprocess.run(
+        [CLI, "runs", "list", "--json", "--fleet", str(fleet)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(listed.stdout) == []

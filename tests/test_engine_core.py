@@ -7,6 +7,7 @@ decisions; real runs are in test_deploy_e2e.py.
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,20 @@ import pytest
 from sqlalchemy import Engine as SqlEngine
 
 from controlplane.deploy.engine import Engine, EngineConfig
-from controlplane.deploy.model import RunStatus
+from controlplane.deploy.model import RunKind, RunSpec, RunStatus
 from controlplane.deploy.plan import DeployRequest, Planner
 from controlplane.deploy.runner import HostStats, PlaybookRequest, PlaybookResult
-from controlplane.errors import AppNotFound, InvalidInput, MemberNotFound, VersionNotFound
+from controlplane.errors import (
+    AppNotFound,
+    GateClosed,
+    InvalidInput,
+    MemberNotFound,
+    VersionNotFound,
+)
 from controlplane.fleet.inventory import RenderContext
 from controlplane.fleet.loader import load_fleet
 from controlplane.store.runs import RunStore
+from controlplane.windows.loader import load_gate
 from tests.conftest import LAB, ROOT
 
 
@@ -145,3 +153,77 @@ def test_a_run_where_mitogen_works_runs_once(
     assert len(runner.requests) == 1
     assert run.tuning["deploy.yml"]["strategy"] == "mitogen_linear"
     assert store.held_locks() == []
+
+
+# -- the windows gate ------------------------------------------------------------------------
+
+FREEZE_DAY = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)  # Monday: a lab payment-run day
+ORDINARY_DAY = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+
+
+def gated_engine(store: RunStore, tmp: Path, now: datetime, runner: ScriptedRunner) -> Engine:
+    fleet = load_fleet(LAB)
+    return Engine(
+        fleet,
+        store,
+        EngineConfig(data_dir=tmp, playbooks_dir=ROOT / "playbooks", fleet_dir=LAB),
+        RenderContext(tmp, sys.executable),
+        runner=runner,
+        clock=lambda: now,
+        gate=load_gate(LAB, fleet),
+    )
+
+
+def test_gate_refuses_in_a_freeze_and_names_it_and_the_next_opening(
+    parts: tuple[RunStore, Planner], tmp_path: Path
+) -> None:
+    store, planner = parts
+    engine = gated_engine(store, tmp_path, FREEZE_DAY, ScriptedRunner([]))
+    [spec] = planner.plan_deploy(DeployRequest("amsterdam", app="uitkering"))
+    with pytest.raises(GateClosed) as refused:
+        engine.submit(spec)
+    assert "payment-run-amsterdam" in str(refused.value)
+    assert "next opening 2026-12-01 00:00 CET" in str(refused.value)
+    assert store.find() == []  # nothing queued
+
+
+def test_emergency_override_is_allowed_and_recorded(
+    parts: tuple[RunStore, Planner], tmp_path: Path
+) -> None:
+    store, planner = parts
+    engine = gated_engine(store, tmp_path, FREEZE_DAY, ScriptedRunner([("successful", 0, True)]))
+    [spec] = planner.plan_deploy(
+        DeployRequest("amsterdam", app="uitkering", emergency_reason="CVE-2026-1234 hotfix")
+    )
+    run = engine.execute(engine.submit(spec).id)
+    assert run.status is RunStatus.SUCCESSFUL
+    assert run.emergency_reason == "CVE-2026-1234 hotfix"
+    assert run.params["gate"]["reason"] == "emergency"
+    assert "payment-run-amsterdam" in run.params["gate"]["message"]
+
+
+def test_plans_and_ordinary_days_pass_the_gate(
+    parts: tuple[RunStore, Planner], tmp_path: Path
+) -> None:
+    store, planner = parts
+    frozen = gated_engine(store, tmp_path, FREEZE_DAY, ScriptedRunner([]))
+    [plan] = planner.plan_deploy(DeployRequest("amsterdam", app="uitkering", check=True))
+    assert frozen.submit(plan).status is RunStatus.QUEUED  # check mode changes nothing
+    store.request_cancel(store.find()[0].id)
+    ordinary = gated_engine(store, tmp_path, ORDINARY_DAY, ScriptedRunner([]))
+    [spec] = planner.plan_deploy(DeployRequest("utrecht", app="uitkering"))
+    run = ordinary.submit(spec)
+    assert run.params["gate"]["reason"] == "no-freeze"
+
+
+def test_patching_a_host_needs_its_window_and_no_member_freeze(
+    parts: tuple[RunStore, Planner], tmp_path: Path
+) -> None:
+    store, _ = parts
+    spec = RunSpec(RunKind.PATCH, "patch.yml", "ops", hosts=("lab-1",))
+    tuesday_noon = datetime(2026, 11, 24, 11, 0, tzinfo=UTC)
+    with pytest.raises(GateClosed, match="lab-1"):
+        gated_engine(store, tmp_path, tuesday_noon, ScriptedRunner([])).submit(spec)
+    monday_morning = datetime(2026, 11, 23, 4, 30, tzinfo=UTC)  # 05:30 CET, patch-lab-1
+    run = gated_engine(store, tmp_path, monday_morning, ScriptedRunner([])).submit(spec)
+    assert run.params["gate"]["reason"] == "in-window"

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +28,10 @@ from controlplane.uptime.probes import ProbeResult, probe_all
 runs_app = typer.Typer(help="List, show, follow and cancel runs.")
 
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why: recorded on the run.")]
+EmergencyOpt = Annotated[
+    str | None,
+    typer.Option("--emergency", help="Override the windows gate; the reason is recorded."),
+]
 
 
 def _context(fleet: Path | None) -> Context:
@@ -145,6 +150,7 @@ def deploy(
         bool, typer.Option("--queue", help="Wait for a conflicting run instead of refusing.")
     ] = False,
     reason: ReasonOpt = "",
+    emergency: EmergencyOpt = None,
     fleet: FleetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -160,6 +166,7 @@ def deploy(
             max_fail=max_fail,
             started_by=who(),
             reason=reason,
+            emergency_reason=emergency,
         )
     )
     runs = _execute_all(ctx, specs, wait=wait, queue=queue, as_json=as_json)
@@ -175,12 +182,14 @@ def rollback(
         str | None, typer.Option("--version", help="Release to return to (default: previous).")
     ] = None,
     reason: ReasonOpt = "",
+    emergency: EmergencyOpt = None,
     fleet: FleetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Switch a member's app back to its previous (or a named) release."""
     ctx = _context(fleet)
     spec = ctx.planner.plan_rollback(member, app, version, started_by=who(), reason=reason)
+    spec = replace(spec, emergency_reason=emergency)
     runs = _execute_all(ctx, [spec], wait=True, queue=False, as_json=as_json)
     _report(ctx, runs, as_json)
     _fail_unless_successful(runs)
@@ -209,9 +218,13 @@ def provision(
         specs.extend(
             ctx.planner.plan_deploy(DeployRequest(m, started_by=who(), reason="provision"))
         )
+    current = {(p.member, p.app, p.host): p for p in probe_all(ctx.fleet.instances())}
     if not force:
-        current = {(p.member, p.app, p.host): p for p in probe_all(ctx.fleet.instances())}
         specs = [s for s in specs if not _converged(ctx, s, current)]
+    specs = [
+        replace(s, params={**s.params, "first_install": True}) if _absent(ctx, s, current) else s
+        for s in specs
+    ]
     engine = ctx.deployer
     started = time.monotonic()
 
@@ -259,6 +272,16 @@ def _converged(ctx: Context, spec: RunSpec, probes: dict[tuple[str, str, str], A
     for inst in ctx.fleet.instances(member=spec.member, app=spec.app):
         p = probes.get((inst.member, inst.app, inst.host))
         if p is None or not p.healthy or p.version != spec.version:
+            return False
+    return True
+
+
+def _absent(ctx: Context, spec: RunSpec, probes: dict[tuple[str, str, str], Any]) -> bool:
+    """No instance of this member's app answers at all: nothing runs that a freeze protects."""
+    assert spec.member and spec.app
+    for inst in ctx.fleet.instances(member=spec.member, app=spec.app):
+        p = probes.get((inst.member, inst.app, inst.host))
+        if p is not None and (p.healthy or p.version is not None):
             return False
     return True
 

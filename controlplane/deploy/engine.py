@@ -41,10 +41,11 @@ from controlplane.deploy.runner import (
     Tuning,
     run_playbook,
 )
-from controlplane.errors import InvalidInput, LockHeld, OperationFailed
+from controlplane.errors import GateClosed, InvalidInput, LockHeld, OperationFailed
 from controlplane.fleet.inventory import RenderContext, render_inventory
 from controlplane.fleet.model import Fleet
 from controlplane.store.runs import RunStore, utc_now
+from controlplane.windows.gate import Gate
 
 Runner = Callable[..., PlaybookResult]
 
@@ -114,6 +115,7 @@ class Engine:
         runner: Runner = run_playbook,
         clock: Callable[[], datetime] = utc_now,
         node: str | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.fleet = fleet
         self.store = store
@@ -122,6 +124,40 @@ class Engine:
         self.runner = runner
         self.clock = clock
         self.node = node or this_node()
+        self.gate = gate
+
+    # -- the windows gate ----------------------------------------------------------------------
+
+    def ask_gate(self, spec: RunSpec) -> RunSpec:
+        """Every run asks the gate first. Returns the spec with the decision recorded, or
+        raises ``GateClosed`` naming the freeze or missing window and the next opening.
+
+        Plans (check mode) change nothing and are always allowed. ``first_install``
+        (set by ``provision`` when no instance of the app answers at all) lets a first
+        install through a freeze: a freeze protects what runs, and nothing runs yet."""
+        if self.gate is None or spec.params.get("check") or spec.kind is RunKind.DRIFT:
+            return spec
+        now = self.clock()
+        if spec.kind is RunKind.PATCH:
+            decisions = [
+                self.gate.check_host(h, now, emergency_reason=spec.emergency_reason)
+                for h in spec.hosts
+            ]
+        else:
+            assert spec.member is not None
+            decisions = [
+                self.gate.check_member(
+                    spec.member, spec.app, now, emergency_reason=spec.emergency_reason
+                )
+            ]
+        refused = [d for d in decisions if not d.allowed]
+        note = "; ".join(d.message for d in decisions)
+        if refused and spec.params.get("first_install") and spec.kind is RunKind.DEPLOY:
+            note = f"first install, nothing live to protect; the gate said: {note}"
+        elif refused:
+            raise GateClosed(refused[0].message, refused[0])
+        gate = {"reason": decisions[0].reason.value, "message": note}
+        return replace(spec, params={**spec.params, "gate": gate})
 
     # -- submission: a run record plus its locks ---------------------------------------------
 
@@ -134,7 +170,8 @@ class Engine:
         on_wait: Callable[[LockHeld], None] | None = None,
     ) -> Run:
         """Record the run and take its locks. A conflict raises ``LockHeld`` (nothing is
-        kept), or with ``queue`` waits its turn as a queued run."""
+        kept), or with ``queue`` waits its turn as a queued run. The gate is asked first."""
+        spec = self.ask_gate(spec)
         run = self.store.create(spec, node=self.node)
         locks = lock_requests(spec)
         deadline = time.monotonic() + queue_timeout
