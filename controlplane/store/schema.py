@@ -12,6 +12,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
     String,
     Table,
     Text,
@@ -127,4 +128,22 @@ locks = Table(
     Column("mode", String(16), nullable=False),
     Column("acquired_at", DateTime(timezone=True), nullable=False),
     Index("ix_locks_run_id", "run_id"),
+)
+
+# The stack history costs are metered from: one row per (member, app, host) reservation
+# interval, all replicas on that host summed; the open row (valid_to NULL) is held now.
+reservation_history = Table(
+    "reservation_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("member", String(63), nullable=False),
+    Column("app", String(63), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("vcpu", Numeric(12, 3), nullable=False),
+    Column("ram_gib", Numeric(12, 3), nullable=False),
+    Column("disk_gib", Numeric(12, 3), nullable=False),
+    Column("valid_from", DateTime(timezone=True), nullable=False),
+    Column("valid_to", DateTime(timezone=True)),
+    Index("ix_reservation_history_valid_from", "valid_from"),
+    Index("ix_reservation_history_valid_to", "valid_to"),
 )
