@@ -15,6 +15,8 @@ from controlplane.deploy.model import RunEvent
 from controlplane.deploy.rollout import ReleaseReport
 
 REPORT_TASK = "cp-report-release"
+# Machine-readable reports the playbooks emit (docs/playbooks.md); kept whole.
+REPORT_TASKS = frozenset({REPORT_TASK, "cp-report-drift", "cp-report-patch"})
 KEPT_EVENTS = frozenset(
     {
         "playbook_on_start",
@@ -85,7 +87,7 @@ def to_run_event(
             kept["no_log"] = True
         elif name in ("runner_on_failed", "runner_on_unreachable") and "msg" in res:
             kept["msg"] = _text(res["msg"])
-        if data.get("task") == REPORT_TASK and isinstance(res.get("msg"), Mapping):
+        if data.get("task") in REPORT_TASKS and isinstance(res.get("msg"), Mapping):
             kept["report"] = dict(res["msg"])
     if name == "playbook_on_stats":
         for key in ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored"):
@@ -111,7 +113,9 @@ def to_run_event(
 def release_report(event: RunEvent) -> ReleaseReport | None:
     """The release report a playbook's ``cp-report-release`` task emitted, if this is one."""
     report = event.data.get("report")
-    if event.event != "runner_on_ok" or not isinstance(report, Mapping) or event.host is None:
+    if event.event != "runner_on_ok" or event.task != REPORT_TASK or event.host is None:
+        return None
+    if not isinstance(report, Mapping):
         return None
     try:
         return ReleaseReport(
