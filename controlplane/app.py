@@ -15,6 +15,8 @@ from controlplane.deploy.plan import Planner
 from controlplane.fleet.inventory import RenderContext
 from controlplane.fleet.loader import load_fleet
 from controlplane.fleet.model import Fleet
+from controlplane.maintenance.loader import load_jobs
+from controlplane.maintenance.schedule import Maintenance, Silence
 from controlplane.settings import PROJECT_ROOT, Settings
 from controlplane.store.db import make_engine, migrate
 from controlplane.store.runs import RunStore
@@ -87,6 +89,19 @@ class Context:
     @cached_property
     def gate(self) -> Gate:
         return load_gate(self.settings.resolved_fleet, self.fleet)
+
+    @cached_property
+    def maintenance(self) -> Maintenance:
+        s = self.settings
+        jobs = load_jobs(s.resolved_fleet, self.fleet, self.gate)
+        return Maintenance(
+            self.deployer,
+            self.planner,
+            self.gate,
+            jobs,
+            silence=Silence(s.alertmanager_url) if s.alertmanager_url else None,
+            fleet_dir=str(s.resolved_fleet),
+        )
 
     @cached_property
     def planner(self) -> Planner:

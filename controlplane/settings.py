@@ -45,8 +45,24 @@ class Settings(BaseSettings):
         description="Ansible strategy; mitogen falls back to linear when it fails",
     )
     health_timeout_seconds: int = Field(default=15, ge=1, description="health gate per host")
+    alertmanager_url: str | None = Field(
+        default=None, description="create a silence there for each maintenance window"
+    )
     python_interpreter: str | None = Field(
         default=None, description="interpreter for local-connection hosts; default this Python"
+    )
+    probe_interval_seconds: float = Field(
+        default=30.0, ge=0.2, le=3600, description="seconds between probe rounds of every instance"
+    )
+    probe_timeout_seconds: float = Field(
+        default=3.0, gt=0, le=60, description="timeout of each HTTP request a probe makes"
+    )
+    probe_retention_hours: int = Field(
+        default=168, ge=2, description="raw probe samples kept; their hourly counts stay for good"
+    )
+    metrics_address: str = Field(default="127.0.0.1", description="serve: /metrics listen address")
+    metrics_port: int = Field(
+        default=9480, ge=0, le=65535, description="serve: /metrics port (0: any free port)"
     )
 
     @field_validator("timezone")

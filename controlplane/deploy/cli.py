@@ -21,7 +21,7 @@ from controlplane.cli_common import FleetOpt, JsonOpt, err, out, print_json
 from controlplane.deploy.model import Run, RunSpec, RunStatus
 from controlplane.deploy.plan import DeployRequest
 from controlplane.deploy.progress import LiveProgress, run_json, run_table
-from controlplane.errors import OperationFailed, Unreachable
+from controlplane.errors import InvalidInput, OperationFailed, Unreachable
 from controlplane.settings import load_settings
 from controlplane.uptime.probes import ProbeResult, probe_all
 
@@ -151,11 +151,18 @@ def deploy(
     ] = False,
     reason: ReasonOpt = "",
     emergency: EmergencyOpt = None,
+    when: Annotated[
+        str | None,
+        typer.Option("--when", help="next-window: store it; serve starts it when allowed."),
+    ] = None,
     fleet: FleetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Deploy a member's stack (all apps, or one) to the fleet's or a given version."""
     ctx = _context(fleet)
+    if when is not None:
+        _queue_for_window(ctx, when, member, app, version, serial, max_fail, reason, as_json)
+        return
     specs = ctx.planner.plan_deploy(
         DeployRequest(
             member=member,
@@ -173,6 +180,42 @@ def deploy(
     _report(ctx, runs, as_json)
     if wait:
         _fail_unless_successful(runs)
+
+
+def _queue_for_window(
+    ctx: Context,
+    when: str,
+    member: str,
+    app: str | None,
+    version: str | None,
+    serial: str | None,
+    max_fail: str | None,
+    reason: str,
+    as_json: bool,
+) -> None:
+    from controlplane.maintenance.cli import stored_schedule
+
+    if when != "next-window":
+        raise InvalidInput(f"--when: {when!r} is not understood; use next-window")
+    if app is None:
+        raise InvalidInput("--when next-window needs --app: each app waits for its own window")
+    request = DeployRequest(
+        member, app, version, serial=serial, max_fail=max_fail, started_by=who(), reason=reason
+    )
+    with stored_schedule(ctx):
+        job_id, at = ctx.maintenance.queue_deploy(request)
+    if as_json:
+        print_json(
+            {
+                "status": "scheduled",
+                "id": job_id,
+                "member": member,
+                "app": app,
+                "at": at.isoformat(),
+            }
+        )
+    else:
+        out.print(f"deploy of {member}/{app} scheduled for {at.isoformat()} ({job_id})")
 
 
 def rollback(

@@ -24,6 +24,7 @@ class RunStatus(Enum):
     CANCELED = "canceled"
     TIMED_OUT = "timed_out"
     INTERRUPTED = "interrupted"
+    SKIPPED = "skipped"  # scheduled work that did not start: its window passed or closed
 
     @property
     def finished(self) -> bool:
@@ -33,7 +34,13 @@ class RunStatus(Enum):
 # A run only moves forward; a finished run never changes status again.
 ALLOWED_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.QUEUED: frozenset(
-        {RunStatus.RUNNING, RunStatus.CANCELED, RunStatus.INTERRUPTED, RunStatus.FAILED}
+        {
+            RunStatus.RUNNING,
+            RunStatus.CANCELED,
+            RunStatus.INTERRUPTED,
+            RunStatus.FAILED,
+            RunStatus.SKIPPED,
+        }
     ),
     RunStatus.RUNNING: frozenset(
         {
