@@ -15,9 +15,6 @@ and prints wall-clock seconds and ratios measured side by side in one run.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -30,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from controlplane.deploy.runner import PlaybookRequest, Tuning, run_playbook  # noqa: E402
 from controlplane.fleet.inventory import RenderContext, render_inventory  # noqa: E402
 from tests.conftest import LAB, ssh_fleet  # noqa: E402
+from tests.refapp_fixtures import kill_refapps  # noqa: E402
 from tests.sshd import start_lab  # noqa: E402
 
 STOCK_ENV = {
@@ -41,12 +39,6 @@ STOCK_ENV = {
     "ANSIBLE_STRATEGY": "linear",
     "ANSIBLE_FORKS": "5",
 }
-
-
-def kill_apps(root: Path) -> None:
-    for pidfile in root.rglob("*.pid"):
-        with contextlib.suppress(ValueError, OSError):
-            os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
 
 
 def one(mode: str, work: Path, lab_dir: Path) -> float:
@@ -85,7 +77,7 @@ def one(mode: str, work: Path, lab_dir: Path) -> float:
             raise SystemExit(f"{mode}: run {result.status}; see {result.artifacts_dir}/stdout")
         return elapsed
     finally:
-        kill_apps(work / "roots")
+        kill_refapps(work / "roots")
         lab.stop_all()
 
 

@@ -94,6 +94,15 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         _truncate(eng)
 
 
+@pytest.fixture
+def sql(tmp_path: Path) -> Iterator[Engine]:
+    """A migrated SQLite store of the test's own (the embedded default backend)."""
+    eng = make_engine(f"sqlite:///{tmp_path / 'cp.db'}")
+    migrate(eng)
+    yield eng
+    eng.dispose()
+
+
 # -- sshd test hosts -------------------------------------------------------------------------
 
 

@@ -6,7 +6,6 @@ relies on at once.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import itertools
 import json
@@ -29,36 +28,21 @@ from controlplane.deploy.processes import orphans
 from controlplane.errors import LockHeld
 from controlplane.fleet.inventory import RenderContext
 from controlplane.fleet.model import Fleet
-from controlplane.store.db import make_engine, migrate
+from controlplane.store.db import make_engine
 from controlplane.store.runs import RunStore
 from tests.conftest import LAB, ROOT, ssh_fleet
 from tests.fleet_files import write_fleet
+from tests.refapp_fixtures import kill_refapps
 from tests.sshd import SshLab
 
 pytestmark = pytest.mark.sshd
-
-
-def kill_apps(roots: list[Path]) -> None:
-    """Stop every reference app a test started under these host roots."""
-    for root in roots:
-        for pidfile in root.rglob("*.pid"):
-            with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
-                os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
-
-
-@pytest.fixture
-def sql(tmp_path: Path) -> Iterator[SqlEngine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'cp.db'}")
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
 def rig(ssh_lab: SshLab, sql: SqlEngine, tmp_path: Path) -> Iterator[Rig]:
     rig = Rig(ssh_lab, ssh_fleet(ssh_lab, hosts=3), sql, tmp_path)
     yield rig
-    kill_apps([h.root for h in ssh_lab.hosts])
+    kill_refapps(*[h.root for h in ssh_lab.hosts])
 
 
 class Rig:

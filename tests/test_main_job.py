@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import LAB
-from tests.test_deploy_e2e import kill_apps
+from tests.refapp_fixtures import kill_refapps
 
 CLI = str(Path(sys.executable).parent / "controlplane")
 
@@ -27,7 +27,7 @@ def lab(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
     hosts.write_text(hosts.read_text().replace("127.0.10.", "127.0.50."))
     env = {**os.environ, "CONTROLPLANE_DATA_DIR": str(tmp_path / "var")}
     yield fleet, env
-    kill_apps([tmp_path / "var" / "hosts"])
+    kill_refapps(tmp_path / "var" / "hosts")
 
 
 def provision(fleet: Path, env: dict[str, str], *args: str) -> dict[str, object]:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,6 @@ from controlplane.fleet.model import Fleet
 from controlplane.maintenance.model import JobKind, MaintenanceJob
 from controlplane.maintenance.schedule import Maintenance, Silence
 from controlplane.scheduler import build_scheduler
-from controlplane.store.db import make_engine, migrate
 from controlplane.store.runs import RunStore
 from controlplane.windows.gate import Gate
 from controlplane.windows.rules import Scope, Window, WindowKind
@@ -69,14 +68,6 @@ class CountingRunner:
         self.requests.append(request)
         hosts = (request.limit or "").split(",")
         return PlaybookResult("successful", 0, {h: HostStats(ok=1) for h in hosts}, pdd)
-
-
-@pytest.fixture
-def sql(tmp_path: Path) -> Iterator[SqlEngine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'cp.db'}")
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 def build(
