@@ -17,6 +17,8 @@ from rich.table import Table
 from controlplane import __version__
 from controlplane.app import Context
 from controlplane.cli_common import FleetOpt, JsonOpt, err, out, print_json
+from controlplane.costs.cli import costs_app
+from controlplane.costs.loader import costs_path, load_costs
 from controlplane.deploy import cli as deploy_cli
 from controlplane.errors import (
     ControlPlaneError,
@@ -28,7 +30,11 @@ from controlplane.errors import (
 )
 from controlplane.fleet.capacity import host_usage
 from controlplane.fleet.inventory import render_inventory
+from controlplane.maintenance.cli import schedule_app
+from controlplane.maintenance.loader import load_jobs
 from controlplane.settings import load_settings
+from controlplane.uptime import cli as uptime_cli
+from controlplane.windows.cli import windows_app
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
@@ -43,10 +49,15 @@ fleet_app = typer.Typer(help="Show the fleet: members, hosts, capacity and stack
 db_app = typer.Typer(help="Database schema: migrate and show the revision.")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(db_app, name="db")
+app.add_typer(windows_app, name="windows")
+app.add_typer(costs_app, name="costs")
 app.command()(deploy_cli.provision)
 app.command()(deploy_cli.deploy)
 app.command()(deploy_cli.rollback)
 app.add_typer(deploy_cli.runs_app, name="runs")
+app.add_typer(schedule_app, name="schedule")
+app.command()(uptime_cli.uptime)
+app.command()(uptime_cli.serve)
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -71,24 +82,35 @@ def context(fleet: Path | None = None) -> Context:
 
 @app.command()
 def validate(fleet: FleetOpt = None, as_json: JsonOpt = False) -> None:
-    """Check the fleet files; exit 0 when valid, 2 with one line naming the problem."""
+    """Check every fleet file; exit 0 when valid, 2 with one line naming the problem."""
     ctx = context(fleet)
     model = ctx.fleet
+    directory = ctx.settings.resolved_fleet
+    windows = ctx.gate.windows
+    jobs = load_jobs(directory, model, ctx.gate)
+    costs = costs_path(directory)
+    if costs.exists():
+        load_costs(directory, model)
     summary = {
         "status": "valid",
-        "fleet": str(ctx.settings.resolved_fleet),
+        "fleet": str(directory),
         "datacenter": model.name,
         "members": len(model.members),
         "hosts": len(model.hosts),
         "apps": len(model.apps),
         "instances": len(model.instances()),
+        "windows": len(windows),
+        "maintenance_jobs": len(jobs),
+        "costs": costs.exists(),
     }
     if as_json:
         print_json(summary)
     else:
         out.print(
             f"[green]valid[/green] {model.name}: {summary['members']} members, "
-            f"{summary['hosts']} hosts, {summary['apps']} apps, {summary['instances']} instances"
+            f"{summary['hosts']} hosts, {summary['apps']} apps, {summary['instances']} instances, "
+            f"{len(windows)} windows and freezes, {len(jobs)} maintenance jobs"
+            + (", cost data" if costs.exists() else "")
         )
 
 

@@ -156,6 +156,30 @@ BAD_INPUT = {
         "    root: hosts/lab-4\n    capacity: {vcpu: -8,",
         ["hosts.yml", "hosts[lab-4].capacity.vcpu", "greater than 0"],
     ),
+    "maintenance-unknown-window": (
+        "maintenance.yml",
+        "window: patch-lab-2,",
+        "window: patch-lab-9,",
+        ["maintenance.yml", "jobs[patch-lab-2].window", "unknown window 'patch-lab-9'"],
+    ),
+    "maintenance-freeze-as-window": (
+        "maintenance.yml",
+        "window: patch-lab-2,",
+        "window: payment-run-utrecht,",
+        ["maintenance.yml", "jobs[patch-lab-2].window", "is a freeze"],
+    ),
+    "maintenance-bad-cron": (
+        "maintenance.yml",
+        'cron: "15 3 * * *"',
+        'cron: "15 27 * * *"',
+        ["maintenance.yml", "jobs[drift-nightly].cron", "invalid cron"],
+    ),
+    "maintenance-bad-serial": (
+        "maintenance.yml",
+        'window: patch-lab-3, serial: "1"',
+        'window: patch-lab-3, serial: "0"',
+        ["maintenance.yml", "jobs[patch-lab-3]", "batch size"],
+    ),
     "slo-out-of-range": (
         "members.yml",
         "    slo: 0.99\n",

@@ -28,7 +28,7 @@ from controlplane.deploy.model import (
     RunStatus,
 )
 from controlplane.deploy.plan import lock_requests
-from controlplane.deploy.processes import RUN_ENV, this_node
+from controlplane.deploy.processes import RUN_ENV, kill_orphans, this_node
 from controlplane.deploy.rollout import (
     HostState,
     ReleaseReport,
@@ -408,6 +408,10 @@ class Engine:
             event_handler=on_event,
             cancel_callback=lambda: self._cancel_wanted(ex),
         )
+        if result.status in ("canceled", "timeout"):
+            # runner ends ansible's process group; helpers outside it (mitogen's
+            # multiplexer) are ended here, so a canceled run leaves nothing working.
+            kill_orphans(run.id)
         return PlayOutcome(result, events, reports, times, tuning.as_dict())
 
     # -- records -------------------------------------------------------------------------------
