@@ -45,8 +45,10 @@ def uptime(
     fleet: FleetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Availability per member and app: raw, SLA (maintenance windows left out), error
-    budget remaining and burn rate against the member's SLO."""
+    """Availability per member and app: raw, SLA, error budget and burn rate.
+
+    The SLA figure leaves out probes taken inside maintenance windows; budget and burn rate
+    are against the member's SLO."""
     periods = (Period.parse(window),) if window is not None else tuple(Period)
     ctx = Context(load_settings(fleet=fleet))
     model = ctx.fleet
