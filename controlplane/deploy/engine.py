@@ -6,7 +6,6 @@ Everything outside (store, fleet, runner, clock) is passed in, so tests build th
 
 from __future__ import annotations
 
-import shutil
 import signal
 import threading
 import time
@@ -18,9 +17,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from controlplane.deploy.events import release_report, to_run_event
+from controlplane.deploy.gating import gate_spec
 from controlplane.deploy.model import (
-    HostOutcome,
-    HostResult,
     Run,
     RunEvent,
     RunKind,
@@ -29,6 +27,7 @@ from controlplane.deploy.model import (
 )
 from controlplane.deploy.plan import lock_requests
 from controlplane.deploy.processes import RUN_ENV, kill_orphans, this_node
+from controlplane.deploy.records import PlayOutcome, prune_artifacts, record_hosts, summary
 from controlplane.deploy.rollout import (
     HostState,
     ReleaseReport,
@@ -41,7 +40,7 @@ from controlplane.deploy.runner import (
     Tuning,
     run_playbook,
 )
-from controlplane.errors import GateClosed, InvalidInput, LockHeld, OperationFailed
+from controlplane.errors import InvalidInput, LockHeld
 from controlplane.fleet.inventory import RenderContext, render_inventory
 from controlplane.fleet.model import Fleet
 from controlplane.store.runs import RunStore, utc_now
@@ -71,23 +70,6 @@ class EngineConfig:
     strategy: str = "mitogen_linear"
     health_timeout_seconds: int = 15
     lock_poll_seconds: float = 1.0
-
-
-@dataclass
-class PlayOutcome:
-    result: PlaybookResult
-    events: list[RunEvent]
-    reports: list[ReleaseReport]
-    host_times: dict[str, tuple[datetime, datetime]]
-    tuning: dict[str, Any]
-
-    @property
-    def failed_hosts(self) -> set[str]:
-        return {h for h, s in self.result.stats.items() if s.failures}
-
-    @property
-    def unreachable_hosts(self) -> set[str]:
-        return {h for h, s in self.result.stats.items() if s.dark}
 
 
 @dataclass
@@ -126,39 +108,6 @@ class Engine:
         self.node = node or this_node()
         self.gate = gate
 
-    # -- the windows gate ----------------------------------------------------------------------
-
-    def ask_gate(self, spec: RunSpec) -> RunSpec:
-        """Every run asks the gate first. Returns the spec with the decision recorded, or
-        raises ``GateClosed`` naming the freeze or missing window and the next opening.
-
-        Plans (check mode) change nothing and are always allowed. ``first_install``
-        (set by ``provision`` when no instance of the app answers at all) lets a first
-        install through a freeze: a freeze protects what runs, and nothing runs yet."""
-        if self.gate is None or spec.params.get("check") or spec.kind is RunKind.DRIFT:
-            return spec
-        now = self.clock()
-        if spec.kind is RunKind.PATCH:
-            decisions = [
-                self.gate.check_host(h, now, emergency_reason=spec.emergency_reason)
-                for h in spec.hosts
-            ]
-        else:
-            assert spec.member is not None
-            decisions = [
-                self.gate.check_member(
-                    spec.member, spec.app, now, emergency_reason=spec.emergency_reason
-                )
-            ]
-        refused = [d for d in decisions if not d.allowed]
-        note = "; ".join(d.message for d in decisions)
-        if refused and spec.params.get("first_install") and spec.kind is RunKind.DEPLOY:
-            note = f"first install, nothing live to protect; the gate said: {note}"
-        elif refused:
-            raise GateClosed(refused[0].message, refused[0])
-        gate = {"reason": decisions[0].reason.value, "message": note}
-        return replace(spec, params={**spec.params, "gate": gate})
-
     # -- submission: a run record plus its locks ---------------------------------------------
 
     def submit(
@@ -171,7 +120,7 @@ class Engine:
     ) -> Run:
         """Record the run and take its locks. A conflict raises ``LockHeld`` (nothing is
         kept), or with ``queue`` waits its turn as a queued run. The gate is asked first."""
-        spec = self.ask_gate(spec)
+        spec = gate_spec(self.gate, spec, self.clock())
         run = self.store.create(spec, node=self.node)
         locks = lock_requests(spec)
         deadline = time.monotonic() + queue_timeout
@@ -202,7 +151,7 @@ class Engine:
         self._notify(ex)
         heart = threading.Thread(target=self._heartbeat, args=(ex,), daemon=True)
         heart.start()
-        self._prune_artifacts()
+        prune_artifacts(self.config.data_dir / "runs", self.config.artifact_retention)
         try:
             with self._interrupts_cancel(ex):
                 if run.kind is RunKind.DEPLOY:
@@ -229,20 +178,20 @@ class Engine:
         if run.params.get("max_fail_percentage") is not None:
             extravars["cp_max_fail_percentage"] = run.params["max_fail_percentage"]
         play = self._play(ex, "deploy.yml", hosts, extravars, check=check)
-        ended = _ended_status(play.result)
+        ended = play.ended
         if check:
-            self._record_hosts(run, hosts, play, None)
+            record_hosts(self.store, run, hosts, play, None)
             status = RunStatus.SUCCESSFUL if play.result.rc == 0 else (ended or RunStatus.FAILED)
             return self._finish(ex, status, rc=play.result.rc)
         verdict = judge(hosts, run.version, play.reports, play.failed_hosts, play.unreachable_hosts)
         if ended is not None:  # canceled or timed out: say where every host was left
-            self._record_hosts(run, hosts, play, verdict)
-            return self._finish(ex, ended, rc=play.result.rc, error=self._summary(verdict))
+            record_hosts(self.store, run, hosts, play, verdict)
+            return self._finish(ex, ended, rc=play.result.rc, error=summary(verdict))
         if verdict.succeeded and play.result.rc == 0:
-            self._record_hosts(run, hosts, play, verdict)
+            record_hosts(self.store, run, hosts, play, verdict)
             return self._finish(ex, RunStatus.SUCCESSFUL, rc=0)
         finals: dict[str, str | None] = {}
-        notes = [self._summary(verdict)]
+        notes = [summary(verdict)]
         for target, back in verdict.rollback_plan().items():
             vars_ = self._app_vars(run.member, run.app, target)
             rb = self._play(ex, "rollback.yml", back, vars_, check=False)
@@ -257,7 +206,7 @@ class Engine:
         if fresh:
             notes.append(f"no earlier release to return to on {', '.join(fresh)}")
         finals.update(self._untouched_releases(ex, verdict, finals))
-        self._record_hosts(run, hosts, play, verdict, finals)
+        record_hosts(self.store, run, hosts, play, verdict, finals)
         return self._finish(ex, RunStatus.FAILED, rc=play.result.rc or 1, error="; ".join(notes))
 
     def _untouched_releases(
@@ -283,15 +232,13 @@ class Engine:
             ex, "rollback.yml", hosts, self._app_vars(run.member, run.app, run.version), False
         )
         verdict = judge(hosts, run.version, play.reports, play.failed_hosts, play.unreachable_hosts)
-        self._record_hosts(run, hosts, play, verdict)
-        ended = _ended_status(play.result)
+        record_hosts(self.store, run, hosts, play, verdict)
+        ended = play.ended
         if ended is not None:
             return self._finish(ex, ended, rc=play.result.rc)
         if verdict.succeeded and play.result.rc == 0:
             return self._finish(ex, RunStatus.SUCCESSFUL, rc=0)
-        return self._finish(
-            ex, RunStatus.FAILED, rc=play.result.rc or 1, error=self._summary(verdict)
-        )
+        return self._finish(ex, RunStatus.FAILED, rc=play.result.rc or 1, error=summary(verdict))
 
     def _simple(self, ex: Execution) -> Run:
         """Patch, drift and ad-hoc playbooks: one play, judged by its result."""
@@ -300,8 +247,8 @@ class Engine:
         play = self._play(
             ex, run.playbook, list(run.hosts), dict(run.params.get("vars", {})), check
         )
-        self._record_hosts(run, list(run.hosts), play, None)
-        ended = _ended_status(play.result)
+        record_hosts(self.store, run, list(run.hosts), play, None)
+        ended = play.ended
         if ended is not None:
             return self._finish(ex, ended, rc=play.result.rc)
         ok = play.result.rc == 0
@@ -345,7 +292,7 @@ class Engine:
         )
         outcome = self.run_once(ex, playbook, hosts, extravars, check, tuning)
         record = tuning.as_dict()
-        if tuning.strategy != "linear" and _nothing_ran(outcome):
+        if tuning.strategy != "linear" and outcome.nothing_ran:
             # The mitogen strategy failed before any task ran: run again the stock way.
             record = {**Tuning(forks=tuning.forks).as_dict(), "fallback_from": tuning.strategy}
             outcome = self.run_once(
@@ -414,63 +361,6 @@ class Engine:
             kill_orphans(run.id)
         return PlayOutcome(result, events, reports, times, tuning.as_dict())
 
-    # -- records -------------------------------------------------------------------------------
-
-    def _record_hosts(
-        self,
-        run: Run,
-        hosts: list[str],
-        play: PlayOutcome,
-        verdict: RolloutVerdict | None,
-        finals: Mapping[str, str | None] | None = None,
-    ) -> None:
-        states = {v.host: v for v in verdict.hosts} if verdict else {}
-        for host in hosts:
-            stats = play.result.stats.get(host)
-            v = states.get(host)
-            if stats is None:
-                outcome = HostOutcome.NOT_RUN
-            elif stats.dark:
-                outcome = HostOutcome.UNREACHABLE
-            elif stats.failures or (v is not None and v.state is HostState.FAILED):
-                outcome = HostOutcome.FAILED
-            elif stats.changed:
-                outcome = HostOutcome.CHANGED
-            else:
-                outcome = HostOutcome.OK
-            before = v.before if v else None
-            after = v.after if v else None
-            if finals and host in finals:
-                after = finals[host]
-                if v is not None and v.state is HostState.NOT_RUN:
-                    before = after  # never touched: it stayed where it was
-            started, finished = play.host_times.get(host, (None, None))
-            self.store.record_host(
-                HostResult(
-                    run_id=run.id,
-                    host=host,
-                    outcome=outcome,
-                    ok=stats.ok if stats else 0,
-                    changed=stats.changed if stats else 0,
-                    failures=stats.failures if stats else 0,
-                    unreachable=stats.dark if stats else 0,
-                    skipped=stats.skipped if stats else 0,
-                    release_before=before,
-                    release_after=after,
-                    started_at=started,
-                    finished_at=finished,
-                )
-            )
-
-    @staticmethod
-    def _summary(verdict: RolloutVerdict) -> str:
-        bad = [
-            f"{v.host} {v.state.value}"
-            for v in verdict.hosts
-            if v.state not in (HostState.SWITCHED, HostState.UNCHANGED)
-        ]
-        return "rollout stopped: " + ", ".join(bad) if bad else "rollout complete"
-
     def _finish(
         self, ex: Execution, status: RunStatus, rc: int | None = None, error: str | None = None
     ) -> Run:
@@ -528,43 +418,3 @@ class Engine:
         from controlplane.deploy.recovery import recover
 
         return recover(self)
-
-    # -- artifacts -----------------------------------------------------------------------------
-
-    def _prune_artifacts(self) -> None:
-        """Keep the newest ``artifact_retention`` run directories (stdout and artifacts)."""
-        root = self.config.data_dir / "runs"
-        if not root.is_dir():
-            return
-        dirs = sorted(
-            (p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True
-        )
-        for old in dirs[self.config.artifact_retention :]:
-            shutil.rmtree(old, ignore_errors=True)
-
-    def artifacts_dir(self, run_id: str) -> Path:
-        return self.config.data_dir / "runs" / run_id
-
-
-def _ended_status(result: PlaybookResult) -> RunStatus | None:
-    if result.status == "canceled":
-        return RunStatus.CANCELED
-    if result.status == "timeout":
-        return RunStatus.TIMED_OUT
-    return None
-
-
-def _nothing_ran(outcome: PlayOutcome) -> bool:
-    return (
-        outcome.result.rc != 0
-        and not any(e.event.startswith("runner_on_") for e in outcome.events)
-        and outcome.result.status == "failed"
-    )
-
-
-def require_success(runs: list[Run]) -> None:
-    failed = [r for r in runs if r.status is not RunStatus.SUCCESSFUL]
-    if failed:
-        raise OperationFailed(
-            "; ".join(f"run {r.id[:8]} {r.status.value}: {r.error or ''}".strip() for r in failed)
-        )
