@@ -20,6 +20,7 @@ from controlplane.cli_common import FleetOpt, JsonOpt, err, out, print_json
 from controlplane.costs.cli import costs_app
 from controlplane.costs.loader import costs_path, load_costs
 from controlplane.deploy import cli as deploy_cli
+from controlplane.deploy import provision as provision_cli
 from controlplane.errors import (
     ControlPlaneError,
     InvalidInput,
@@ -51,7 +52,7 @@ app.add_typer(fleet_app, name="fleet")
 app.add_typer(db_app, name="db")
 app.add_typer(windows_app, name="windows")
 app.add_typer(costs_app, name="costs")
-app.command()(deploy_cli.provision)
+app.command()(provision_cli.provision)
 app.command()(deploy_cli.deploy)
 app.command()(deploy_cli.rollback)
 app.add_typer(deploy_cli.runs_app, name="runs")

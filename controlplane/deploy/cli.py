@@ -8,10 +8,9 @@ import socket
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -23,7 +22,6 @@ from controlplane.deploy.plan import DeployRequest
 from controlplane.deploy.progress import LiveProgress, run_json, run_table
 from controlplane.errors import InvalidInput, OperationFailed, Unreachable
 from controlplane.settings import load_settings
-from controlplane.uptime.probes import ProbeResult, probe_all
 
 runs_app = typer.Typer(help="List, show, follow and cancel runs.")
 
@@ -34,7 +32,7 @@ EmergencyOpt = Annotated[
 ]
 
 
-def _context(fleet: Path | None) -> Context:
+def context(fleet: Path | None) -> Context:
     return Context(load_settings(fleet=fleet))
 
 
@@ -159,7 +157,7 @@ def deploy(
     as_json: JsonOpt = False,
 ) -> None:
     """Deploy a member's stack (all apps, or one) to the fleet's or a given version."""
-    ctx = _context(fleet)
+    ctx = context(fleet)
     if when is not None:
         _queue_for_window(ctx, when, member, app, version, serial, max_fail, reason, as_json)
         return
@@ -179,7 +177,7 @@ def deploy(
     runs = _execute_all(ctx, specs, wait=wait, queue=queue, as_json=as_json)
     _report(ctx, runs, as_json)
     if wait:
-        _fail_unless_successful(runs)
+        fail_unless_successful(runs)
 
 
 def _queue_for_window(
@@ -230,141 +228,15 @@ def rollback(
     as_json: JsonOpt = False,
 ) -> None:
     """Switch a member's app back to its previous (or a named) release."""
-    ctx = _context(fleet)
+    ctx = context(fleet)
     spec = ctx.planner.plan_rollback(member, app, version, started_by=who(), reason=reason)
     spec = replace(spec, emergency_reason=emergency)
     runs = _execute_all(ctx, [spec], wait=True, queue=False, as_json=as_json)
     _report(ctx, runs, as_json)
-    _fail_unless_successful(runs)
+    fail_unless_successful(runs)
 
 
-def provision(
-    members: Annotated[
-        list[str] | None, typer.Argument(help="Members to provision (default: all).")
-    ] = None,
-    parallel: Annotated[int, typer.Option("--parallel", min=1, max=16)] = 4,
-    force: Annotated[
-        bool, typer.Option("--force", help="Run the playbooks even where nothing changed.")
-    ] = False,
-    fleet: FleetOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Provision every member's stack at the fleet's versions, then probe every instance.
-
-    Runs for different members and apps go in parallel on the shared hosts. An app whose
-    every instance already answers healthy on the fleet's version is left alone (--force
-    runs its playbook anyway), so running this again is safe and fast."""
-    ctx = _context(fleet)
-    chosen = members or [m.slug for m in ctx.fleet.members]
-    specs: list[RunSpec] = []
-    for m in chosen:
-        specs.extend(
-            ctx.planner.plan_deploy(DeployRequest(m, started_by=who(), reason="provision"))
-        )
-    current = {(p.member, p.app, p.host): p for p in probe_all(ctx.fleet.instances())}
-    if not force:
-        specs = [s for s in specs if not _converged(ctx, s, current)]
-    specs = [
-        replace(s, params={**s.params, "first_install": True}) if _absent(ctx, s, current) else s
-        for s in specs
-    ]
-    engine = ctx.deployer
-    started = time.monotonic()
-
-    def one(spec: RunSpec) -> Run:
-        run = engine.submit(spec, queue=True)
-        return engine.execute(run.id)
-
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        if not as_json:
-            err.print(
-                f"provisioning {len(specs)} app stacks of {len(chosen)} members "
-                f"({'all' if force else 'those not already up to date'}) …"
-            )
-        runs = list(pool.map(one, specs))
-    elapsed = time.monotonic() - started
-    instances = [i for m in chosen for i in ctx.fleet.instances(member=m)]
-    probes = probe_all(instances)
-    if as_json:
-        print_json(
-            {
-                "status": "ok" if _all_good(runs, probes) else "failed",
-                "seconds": round(elapsed, 1),
-                "runs": [run_json(r, ctx.runs.host_results(r.id)) for r in runs],
-                "instances": [_probe_json(p) for p in probes],
-            }
-        )
-    else:
-        _print_probes(probes)
-        ok = sum(1 for p in probes if p.healthy)
-        if not runs:
-            out.print("every member app was already up to date; no playbook had to run")
-        out.print(
-            f"{sum(r.status is RunStatus.SUCCESSFUL for r in runs)}/{len(runs)} runs successful "
-            f"in {elapsed:.1f}s; {ok}/{len(probes)} instances answering healthy on "
-            f"{len({(p.member, p.app) for p in probes})} member apps"
-        )
-    _fail_unless_successful(runs)
-    if not all(p.healthy for p in probes):
-        raise OperationFailed("some instances do not answer healthy")
-
-
-def _converged(ctx: Context, spec: RunSpec, probes: dict[tuple[str, str, str], Any]) -> bool:
-    """Every instance of this member's app answers healthy on the version to deploy."""
-    assert spec.member and spec.app
-    for inst in ctx.fleet.instances(member=spec.member, app=spec.app):
-        p = probes.get((inst.member, inst.app, inst.host))
-        if p is None or not p.healthy or p.version != spec.version:
-            return False
-    return True
-
-
-def _absent(ctx: Context, spec: RunSpec, probes: dict[tuple[str, str, str], Any]) -> bool:
-    """No instance of this member's app answers at all: nothing runs that a freeze protects."""
-    assert spec.member and spec.app
-    for inst in ctx.fleet.instances(member=spec.member, app=spec.app):
-        p = probes.get((inst.member, inst.app, inst.host))
-        if p is not None and (p.healthy or p.version is not None):
-            return False
-    return True
-
-
-def _all_good(runs: list[Run], probes: list[ProbeResult]) -> bool:
-    return all(r.status is RunStatus.SUCCESSFUL for r in runs) and all(p.healthy for p in probes)
-
-
-def _probe_json(p: ProbeResult) -> dict[str, Any]:
-    return {
-        "member": p.member,
-        "app": p.app,
-        "version": p.version,
-        "host": p.host,
-        "address": p.address,
-        "port": p.port,
-        "status": "healthy" if p.healthy else "down",
-        "latency_seconds": round(p.latency_seconds, 4),
-        "error": p.error,
-    }
-
-
-def _print_probes(probes: list[ProbeResult]) -> None:
-    table = Table(title="App instances")
-    for col in ("member", "app", "version", "host", "address:port", "status", "ms"):
-        table.add_column(col)
-    for p in probes:
-        table.add_row(
-            p.member,
-            p.app,
-            p.version or "-",
-            p.host,
-            f"{p.address}:{p.port}",
-            "[green]healthy[/green]" if p.healthy else f"[red]down[/red] {p.error or ''}",
-            f"{p.latency_seconds * 1000:.0f}",
-        )
-    out.print(table)
-
-
-def _fail_unless_successful(runs: list[Run]) -> None:
+def fail_unless_successful(runs: list[Run]) -> None:
     bad = [r for r in runs if r.status is not RunStatus.SUCCESSFUL]
     if bad:
         raise OperationFailed(
@@ -383,7 +255,7 @@ def runs_list(
     as_json: JsonOpt = False,
 ) -> None:
     """The newest runs, with status and who started them."""
-    ctx = _context(fleet)
+    ctx = context(fleet)
     ctx.deployer  # noqa: B018 - recovering dead runs first makes the list true
     runs = ctx.runs.find(member=member, limit=limit)
     if as_json:
@@ -413,7 +285,7 @@ def runs_show(
     as_json: JsonOpt = False,
 ) -> None:
     """One run: its hosts, and its events (with --follow, live until the run ends)."""
-    ctx = _context(fleet)
+    ctx = context(fleet)
     run = ctx.runs.get(run_id)
     if follow:
         seq = -1
@@ -439,7 +311,7 @@ def runs_cancel(
     as_json: JsonOpt = False,
 ) -> None:
     """Cancel a run: its ansible process group is ended and the outcome recorded."""
-    ctx = _context(fleet)
+    ctx = context(fleet)
     run = ctx.runs.request_cancel(ctx.runs.get(run_id).id)
     if as_json:
         print_json({"id": run.id, "status": run.status.value, "cancel_requested": True})
@@ -450,7 +322,7 @@ def runs_cancel(
 @runs_app.command("execute", hidden=True)
 def runs_execute(run_id: str, fleet: FleetOpt = None) -> None:
     """Execute a queued run (used by --no-wait to run detached)."""
-    ctx = _context(fleet)
+    ctx = context(fleet)
     run = ctx.deployer.execute(ctx.runs.get(run_id).id)
     if run.status is not RunStatus.SUCCESSFUL:
         raise OperationFailed(f"run {run.id} {run.status.value}: {run.error or ''}")
