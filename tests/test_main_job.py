@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import LAB
 from tests.refapp_fixtures import kill_refapps
@@ -62,3 +63,56 @@ def test_provision_reports_instances_and_rerun_is_a_no_op(lab: tuple[Path, dict[
     again = provision(fleet, env, "utrecht")
     assert again["runs"] == []  # nothing to do
     assert {i["status"] for i in again["instances"]} == {"healthy"}  # type: ignore[union-attr,index]
+
+
+def lab_secrets() -> list[str]:
+    """Every secret in the lab's vault files, decrypted the way Ansible does."""
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-vault"),
+            "view",
+            "--vault-password-file",
+            str(LAB / "vault-password"),
+            str(LAB / "vault" / "utrecht.yml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    doc = yaml.safe_load(proc.stdout)
+    return [app["db_password"] for app in doc["cp_secrets"].values()]
+
+
+def test_no_secret_reaches_records_output_or_artifacts(lab: tuple[Path, dict[str, str]]) -> None:
+    fleet, env = lab
+    secrets = lab_secrets()
+    assert secrets and all(len(s) >= 8 for s in secrets)
+    proc = subprocess.run(
+        [CLI, "deploy", "utrecht", "--app", "uitkering", "--fleet", str(fleet), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    [run] = json.loads(proc.stdout)
+    shown = subprocess.run(
+        [CLI, "runs", "show", run["id"], "--json", "--fleet", str(fleet)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    data_dir = Path(env["CONTROLPLANE_DATA_DIR"])
+    seen = proc.stdout + proc.stderr + shown.stdout + shown.stderr
+    # Everything the control plane keeps: the database and every run artifact.
+    kept = [*data_dir.glob("controlplane.db*"), *(data_dir / "runs").rglob("*")]
+    blobs = [p.read_bytes() for p in kept if p.is_file()]
+    assert blobs and (data_dir / "runs" / run["id"]).is_dir()
+    for secret in secrets:
+        assert secret not in seen
+        assert all(secret.encode() not in blob for blob in blobs)
+    # The secret did reach the one place it belongs: the app's 0600 config on its hosts.
+    configs = list((data_dir / "hosts").rglob("utrecht/uitkering/releases/*/config.json"))
+    assert configs and all(c.stat().st_mode & 0o777 == 0o600 for c in configs)
+    assert any(secrets[0] in c.read_text() or secrets[-1] in c.read_text() for c in configs)
