@@ -9,8 +9,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine as SqlEngine
 
+from controlplane.costs.history import ReservationHistory
 from controlplane.deploy.engine import Engine, EngineConfig
-from controlplane.deploy.model import Run
+from controlplane.deploy.model import Run, RunKind
 from controlplane.deploy.plan import Planner
 from controlplane.fleet.inventory import RenderContext
 from controlplane.fleet.loader import load_fleet
@@ -19,7 +20,7 @@ from controlplane.maintenance.loader import load_jobs
 from controlplane.maintenance.schedule import Maintenance, Silence
 from controlplane.settings import PROJECT_ROOT, Settings
 from controlplane.store.db import make_engine, migrate
-from controlplane.store.runs import RunStore
+from controlplane.store.runs import RunStore, utc_now
 from controlplane.windows.gate import Gate
 from controlplane.windows.loader import load_gate
 
@@ -82,9 +83,15 @@ class Context:
             ),
             self.render_context,
             gate=self.gate,
+            on_success=self._record_reservations,
         )
         self.recovered = engine.recover()
         return engine
+
+    def _record_reservations(self, run: Run) -> None:
+        """After a successful deploy the fleet's reservations are what members pay for."""
+        if run.kind is RunKind.DEPLOY and not run.params.get("check"):
+            ReservationHistory(self.engine).record(self.fleet, run.finished_at or utc_now())
 
     @cached_property
     def gate(self) -> Gate:

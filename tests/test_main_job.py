@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from controlplane.costs.history import ReservationHistory
+from controlplane.store.db import make_engine
 from tests.conftest import LAB
 from tests.refapp_fixtures import kill_refapps
 
@@ -60,6 +62,10 @@ def test_provision_reports_instances_and_rerun_is_a_no_op(lab: tuple[Path, dict[
         ("uitkering", "lab-1", "127.0.50.1", 8104, "1.1.0", "healthy"),
         ("reintegratie", "lab-2", "127.0.50.2", 8204, "2.1.0", "healthy"),
     }
+    # A successful deploy records what the fleet reserves, for the cost ledger.
+    db = make_engine(f"sqlite:///{Path(env['CONTROLPLANE_DATA_DIR']) / 'controlplane.db'}")
+    assert not ReservationHistory(db).is_empty()
+    db.dispose()
     again = provision(fleet, env, "utrecht")
     assert again["runs"] == []  # nothing to do
     assert {i["status"] for i in again["instances"]} == {"healthy"}  # type: ignore[union-attr,index]

@@ -6,6 +6,7 @@ Everything outside (store, fleet, runner, clock) is passed in, so tests build th
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -49,6 +50,8 @@ from controlplane.windows.gate import Gate
 Runner = Callable[..., PlaybookResult]
 
 HEARTBEAT_SECONDS = 5.0
+
+log = logging.getLogger(__name__)
 
 
 class Observer(Protocol):
@@ -98,6 +101,7 @@ class Engine:
         clock: Callable[[], datetime] = utc_now,
         node: str | None = None,
         gate: Gate | None = None,
+        on_success: Callable[[Run], None] | None = None,
     ) -> None:
         self.fleet = fleet
         self.store = store
@@ -107,6 +111,9 @@ class Engine:
         self.clock = clock
         self.node = node or this_node()
         self.gate = gate
+        # Called after each successful deploy (the cost ledger records what the fleet
+        # reserves from then on); a failure there must not fail the deploy.
+        self.on_success = on_success
 
     # -- submission: a run record plus its locks ---------------------------------------------
 
@@ -368,6 +375,11 @@ class Engine:
             status = RunStatus.CANCELED
         ex.run = self.store.transition(ex.run.id, status, rc=rc, error=error)
         self._notify(ex)
+        if status is RunStatus.SUCCESSFUL and self.on_success is not None:
+            try:
+                self.on_success(ex.run)
+            except Exception as exc:  # the run stands; the hook's failure is only reported
+                log.warning("after run %s: %s", ex.run.id, exc)
         return ex.run
 
     def _notify(self, ex: Execution) -> None:
