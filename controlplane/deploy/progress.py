@@ -71,6 +71,8 @@ class LiveProgress:
             if event.data.get("changed"):
                 line.changed += 1
             line.state = "changed" if line.changed else "ok"
+        elif event.event == "runner_on_skipped" and line.state == "running":
+            line.state = "changed" if line.changed else "ok"
         elif event.event == "runner_on_failed":
             line.failed += 1
             line.state = "failed"
@@ -88,7 +90,7 @@ class LiveProgress:
             run = self.runs.get(run_id)
             title = (
                 f"{run.kind.value} {run.member or ''}/{run.app or ''} {run.version or ''} "
-                f"[{run.status.value}] run {run_id[:8]}"
+                f"\\[{run.status.value}] run {run_id[:8]}"
                 if run
                 else run_id[:8]
             )
