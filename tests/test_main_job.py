@@ -12,8 +12,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import generate_latest
 
+from controlplane.app import Context
 from controlplane.costs.history import ReservationHistory
+from controlplane.deploy.model import HostOutcome, RunKind, RunStatus
+from controlplane.metrics import ControlPlaneCollector, build_registry
+from controlplane.settings import load_settings
 from controlplane.store.db import make_engine
 from tests.conftest import LAB
 from tests.refapp_fixtures import kill_refapps
@@ -125,3 +130,34 @@ def test_no_secret_reaches_records_output_or_artifacts(lab: tuple[Path, dict[str
     configs = list((data_dir / "hosts").rglob("utrecht/uitkering/releases/*/config.json"))
     assert configs and all(c.stat().st_mode & 0o777 == 0o600 for c in configs)
     assert any(secrets[0] in c.read_text() or secrets[-1] in c.read_text() for c in configs)
+
+
+def test_nightly_drift_job_finds_a_tampered_config_per_member(
+    lab: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet, env = lab
+    assert provision(fleet, env, "utrecht")["status"] == "ok"
+    data_dir = Path(env["CONTROLPLANE_DATA_DIR"])
+    [config] = list(
+        (data_dir / "hosts" / "lab-2").rglob("utrecht/reintegratie/current/config.json")
+    )
+    config.write_text(config.read_text().replace('"port"', '"port" ', 1))  # a hand edit
+    before = config.read_text()
+    monkeypatch.setenv("CONTROLPLANE_DATA_DIR", str(data_dir))
+    ctx = Context(load_settings(fleet=fleet))
+
+    ctx.maintenance.dispatch("cron", "drift-nightly", {})
+
+    drift = [r for r in ctx.runs.find() if r.kind is RunKind.DRIFT]
+    assert {r.member for r in drift} == {"amsterdam", "rotterdam", "den-haag", "utrecht"}
+    assert all(r.status is RunStatus.SUCCESSFUL for r in drift), [r.error for r in drift]
+    [utrecht] = [r for r in drift if r.member == "utrecht"]
+    outcomes = {h.host: h.outcome for h in ctx.runs.host_results(utrecht.id)}
+    assert outcomes["lab-2"] is HostOutcome.CHANGED  # the drift, found
+    assert outcomes["lab-1"] is HostOutcome.OK
+    assert config.read_text() == before  # found, not fixed: a drift check changes nothing
+    scrape = generate_latest(
+        build_registry(ControlPlaneCollector(ctx.fleet, ctx.engine), process_metrics=False)
+    ).decode()
+    assert 'controlplane_drift_hosts{member="utrecht"} 1.0' in scrape
+    ctx.close()

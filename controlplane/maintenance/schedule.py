@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -234,7 +234,32 @@ class Maintenance:
             hosts=job.hosts,
             params=params,
         )
-        return self._submit_and_run(spec)
+        if job.kind is JobKind.PATCH:
+            return self._submit_and_run(spec)
+        return self._drift_per_member(spec)
+
+    def _drift_per_member(self, spec: RunSpec) -> Run:
+        """One drift run per member on its hosts, so drift is found (and reported in the
+        metrics) per member; the last run is returned."""
+        fleet = self.gate.fleet
+        last: Run | None = None
+        for member in fleet.members:
+            hosts = [h for h in dict.fromkeys(i.host for i in fleet.instances(member=member.slug))]
+            hosts = [h for h in hosts if h in spec.hosts]
+            if not hosts:
+                continue
+            vars_ = {**spec.params["vars"], "cp_member": member.slug}
+            last = self._submit_and_run(
+                replace(
+                    spec,
+                    member=member.slug,
+                    hosts=tuple(hosts),
+                    params={**spec.params, "vars": vars_},
+                )
+            )
+        if last is None:
+            raise InvalidInput(f"{spec.reason}: no member has instances on {spec.hosts}")
+        return last
 
     def _deploy(self, payload: dict[str, Any]) -> Run:
         [spec] = self.planner.plan_deploy(
