@@ -104,7 +104,7 @@ def serve(
     ] = None,
     fleet: FleetOpt = None,
 ) -> None:
-    """Run the service: probes on a schedule and /metrics, until SIGTERM or SIGINT."""
+    """Run the service: scheduler (probes, maintenance, queued deploys) and /metrics."""
     from controlplane.service import Service, ServiceConfig
 
     settings = load_settings(fleet=fleet, metrics_address=address, metrics_port=port)
