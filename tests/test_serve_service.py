@@ -23,7 +23,6 @@ from sqlalchemy import Engine, text
 
 from controlplane.scheduler import add_job, build_scheduler, run_registered, unregister
 from controlplane.service import PROBE_JOB, RETENTION_JOB, Service, ServiceConfig
-from controlplane.store.db import make_engine, migrate
 from tests.fleet_files import write_fleet
 from tests.test_uptime_probes import FakeApp, tiny_fleet
 
@@ -60,15 +59,7 @@ def apps() -> Iterator[list[FakeApp]]:
         a.stop()
 
 
-@pytest.fixture
-def sqlite(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'cp.db'}")
-    migrate(engine)
-    yield engine
-    engine.dispose()
-
-
-def test_service_probes_on_schedule_and_serves_metrics(apps: list[FakeApp], sqlite: Engine) -> None:
+def test_service_probes_on_schedule_and_serves_metrics(apps: list[FakeApp], sql: Engine) -> None:
     config = ServiceConfig(address="127.0.0.1", port=0, probe_interval=0.5, probe_timeout=1.0)
     calls: list[str] = []
 
@@ -79,7 +70,7 @@ def test_service_probes_on_schedule_and_serves_metrics(apps: list[FakeApp], sqli
         def sync(self) -> None:
             calls.append("sync" if service.scheduler is not None else "sync before start")
 
-    service = Service(tiny_fleet(apps), sqlite, config, extensions=[Extension()])
+    service = Service(tiny_fleet(apps), sql, config, extensions=[Extension()])
     service.start()
     assert calls == ["install", "sync"]
     try:
@@ -93,7 +84,7 @@ def test_service_probes_on_schedule_and_serves_metrics(apps: list[FakeApp], sqli
         wait_for("h1 probed down", lambda: probe_success(get(f"{url}/metrics")[1]).get("h1") == 0.0)
         assert get(f"{url}/healthz") == (200, b"ok\n")
         assert get(f"{url}/nothing")[0] == 404
-        with sqlite.connect() as conn:
+        with sql.connect() as conn:
             jobs = set(conn.execute(text("SELECT id FROM apscheduler_jobs")).scalars())
         assert jobs == {PROBE_JOB, RETENTION_JOB}
     finally:

@@ -4,7 +4,6 @@ success drop to 0 and availability fall; probes inside a window stay out of the 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -36,7 +35,6 @@ from controlplane.fleet.model import (
     StackApp,
 )
 from controlplane.metrics import ControlPlaneCollector, build_registry, exposition
-from controlplane.store.db import make_engine, migrate
 from controlplane.store.runs import RunStore
 from controlplane.uptime.availability import Period
 from controlplane.uptime.job import ProbeJob
@@ -44,6 +42,7 @@ from controlplane.uptime.store import ProbeStore
 from controlplane.uptime.summary import UptimeReader, availabilities
 from controlplane.uptime.windows import WindowCalendar, fleet_calendar, no_windows
 from tests.conftest import LAB, ROOT
+from tests.refapp_fixtures import kill_refapps
 
 PORT = 8101
 
@@ -103,27 +102,12 @@ def pidfile(root: Path) -> Path:
     return root / "run/controlplane/amsterdam/uitkering.pid"
 
 
-def kill_apps(roots: list[Path]) -> None:
-    for root in roots:
-        for pid_path in root.rglob("*.pid"):
-            with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
-                os.kill(int(pid_path.read_text().strip()), signal.SIGKILL)
-
-
 def refuses(address: str, port: int) -> bool:
     try:
         socket.create_connection((address, port), timeout=1).close()
     except OSError:
         return True
     return False
-
-
-@pytest.fixture
-def sql(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'cp.db'}")
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
@@ -151,7 +135,7 @@ def deployed(sql: Engine, tmp_path: Path) -> Iterator[Fleet]:
         assert run.status is RunStatus.SUCCESSFUL, run.error
         yield fleet
     finally:
-        kill_apps([roots / "up1", roots / "up2"])
+        kill_refapps(roots / "up1", roots / "up2")
 
 
 def success(text: bytes) -> dict[str, float]:

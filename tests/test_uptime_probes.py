@@ -28,7 +28,6 @@ from controlplane.fleet.model import (
     Stack,
     StackApp,
 )
-from controlplane.store.db import make_engine, migrate
 from controlplane.uptime.availability import Counts, Period
 from controlplane.uptime.job import ProbeJob, RetentionJob
 from controlplane.uptime.probes import probe, probe_all
@@ -148,14 +147,6 @@ def apps() -> Iterator[list[FakeApp]]:
         a.stop()
 
 
-@pytest.fixture
-def sqlite(tmp_path: Any) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'cp.db'}")
-    migrate(engine)
-    yield engine
-    engine.dispose()
-
-
 def test_probe_reports_health_version_and_failures(apps: list[FakeApp]) -> None:
     fleet = tiny_fleet(apps)
     first, second = fleet.instances()
@@ -187,10 +178,10 @@ def test_a_hanging_instance_costs_one_timeout_not_a_round(apps: list[FakeApp]) -
 
 
 def test_probe_job_stores_rounds_and_availability_falls_when_an_app_dies(
-    apps: list[FakeApp], sqlite: Engine
+    apps: list[FakeApp], sql: Engine
 ) -> None:
     fleet = tiny_fleet(apps)
-    store = ProbeStore(sqlite)
+    store = ProbeStore(sql)
     clock = StepClock()
     job = ProbeJob(fleet, store, timeout=1.0, clock=clock)
     for _ in range(3):
@@ -206,9 +197,9 @@ def test_probe_job_stores_rounds_and_availability_falls_when_an_app_dies(
     assert hour.budget_remaining is not None and hour.budget_remaining < 0
 
 
-def test_probes_in_a_window_are_left_out_of_the_sla(apps: list[FakeApp], sqlite: Engine) -> None:
+def test_probes_in_a_window_are_left_out_of_the_sla(apps: list[FakeApp], sql: Engine) -> None:
     fleet = tiny_fleet(apps)
-    store = ProbeStore(sqlite)
+    store = ProbeStore(sql)
     clock = StepClock()
     window_open = False
 
@@ -232,9 +223,9 @@ def test_probes_in_a_window_are_left_out_of_the_sla(apps: list[FakeApp], sqlite:
     assert all(s.host == "h0" and not s.healthy for s in samples if s.in_window)
 
 
-def test_a_round_another_node_just_did_is_skipped(apps: list[FakeApp], sqlite: Engine) -> None:
+def test_a_round_another_node_just_did_is_skipped(apps: list[FakeApp], sql: Engine) -> None:
     fleet = tiny_fleet(apps)
-    store = ProbeStore(sqlite)
+    store = ProbeStore(sql)
     clock = StepClock(step=timedelta(seconds=5))
     node_a = ProbeJob(fleet, store, timeout=1.0, clock=clock, min_gap=timedelta(seconds=15))
     node_b = ProbeJob(fleet, store, timeout=1.0, clock=clock, min_gap=timedelta(seconds=15))
@@ -245,9 +236,9 @@ def test_a_round_another_node_just_did_is_skipped(apps: list[FakeApp], sqlite: E
     assert len(store.samples(T0)) == 4
 
 
-def test_retention_job_expires_raw_samples_only(apps: list[FakeApp], sqlite: Engine) -> None:
+def test_retention_job_expires_raw_samples_only(apps: list[FakeApp], sql: Engine) -> None:
     fleet = tiny_fleet(apps)
-    store = ProbeStore(sqlite)
+    store = ProbeStore(sql)
     clock = StepClock(step=timedelta(minutes=20))
     job = ProbeJob(fleet, store, timeout=1.0, clock=clock)
     for _ in range(9):  # 09:20 to 12:00
