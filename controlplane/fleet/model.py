@@ -100,9 +100,6 @@ class Resources:
             self.vcpu + other.vcpu, self.ram_gib + other.ram_gib, self.disk_gib + other.disk_gib
         )
 
-    def scaled(self, factor: int) -> Resources:
-        return Resources(self.vcpu * factor, self.ram_gib * factor, self.disk_gib * factor)
-
     def items(self) -> Iterator[tuple[str, Decimal]]:
         yield "vcpu", self.vcpu
         yield "ram_gib", self.ram_gib

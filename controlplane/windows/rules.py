@@ -348,9 +348,6 @@ class Occurrence:
     def local_end(self) -> datetime:
         return self.end.astimezone(self.window.zone)
 
-    def contains(self, at: datetime) -> bool:
-        return self.start <= at < self.end
-
     def to_json(self) -> dict[str, Any]:
         w = self.window
         return {
