@@ -11,7 +11,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from controlplane.app import Context
 from controlplane.cli_common import FleetOpt, JsonOpt, err, out, print_json
 from controlplane.deploy.cli import context, fail_unless_successful, who
 from controlplane.deploy.model import Run, RunSpec, RunStatus
@@ -44,11 +43,17 @@ def provision(
         specs.extend(
             ctx.planner.plan_deploy(DeployRequest(m, started_by=who(), reason="provision"))
         )
-    current = {(p.member, p.app, p.host): p for p in probe_all(ctx.fleet.instances())}
+    instances = [i for m in chosen for i in ctx.fleet.instances(member=m)]
+    before = probe_all(instances)
+    live: dict[tuple[str | None, str | None], list[ProbeResult]] = {}
+    for p in before:
+        live.setdefault((p.member, p.app), []).append(p)
     if not force:
-        specs = [s for s in specs if not _converged(ctx, s, current)]
+        specs = [s for s in specs if not _converged(s, live[(s.member, s.app)])]
     specs = [
-        replace(s, params={**s.params, "first_install": True}) if _absent(ctx, s, current) else s
+        replace(s, params={**s.params, "first_install": True})
+        if _absent(live[(s.member, s.app)])
+        else s
         for s in specs
     ]
     engine = ctx.deployer
@@ -66,8 +71,7 @@ def provision(
             )
         runs = list(pool.map(one, specs))
     elapsed = time.monotonic() - started
-    instances = [i for m in chosen for i in ctx.fleet.instances(member=m)]
-    probes = probe_all(instances)
+    probes = probe_all(instances) if runs else before
     if as_json:
         print_json(
             {
@@ -92,24 +96,14 @@ def provision(
         raise OperationFailed("some instances do not answer healthy")
 
 
-def _converged(ctx: Context, spec: RunSpec, probes: dict[tuple[str, str, str], Any]) -> bool:
+def _converged(spec: RunSpec, probes: list[ProbeResult]) -> bool:
     """Every instance of this member's app answers healthy on the version to deploy."""
-    assert spec.member and spec.app
-    for inst in ctx.fleet.instances(member=spec.member, app=spec.app):
-        p = probes.get((inst.member, inst.app, inst.host))
-        if p is None or not p.healthy or p.version != spec.version:
-            return False
-    return True
+    return all(p.healthy and p.version == spec.version for p in probes)
 
 
-def _absent(ctx: Context, spec: RunSpec, probes: dict[tuple[str, str, str], Any]) -> bool:
+def _absent(probes: list[ProbeResult]) -> bool:
     """No instance of this member's app answers at all: nothing runs that a freeze protects."""
-    assert spec.member and spec.app
-    for inst in ctx.fleet.instances(member=spec.member, app=spec.app):
-        p = probes.get((inst.member, inst.app, inst.host))
-        if p is not None and (p.healthy or p.version is not None):
-            return False
-    return True
+    return not any(p.healthy or p.version is not None for p in probes)
 
 
 def _all_good(runs: list[Run], probes: list[ProbeResult]) -> bool:
