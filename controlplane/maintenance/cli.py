@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
 
 import typer
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -70,7 +69,7 @@ def schedule_list(fleet: FleetOpt = None, as_json: JsonOpt = False) -> None:
 @schedule_app.command("sync")
 def schedule_sync(
     fleet: FleetOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Store each maintenance job's next start from maintenance.yml (serve does this too)."""
     ctx = Context(load_settings(fleet=fleet))

@@ -34,6 +34,7 @@ from apscheduler.triggers.date import DateTrigger
 from controlplane.deploy.engine import Engine
 from controlplane.deploy.model import Run, RunKind, RunSpec, RunStatus
 from controlplane.deploy.plan import DeployRequest, Planner
+from controlplane.deploy.rollout import parse_max_fail
 from controlplane.errors import ControlPlaneError, GateClosed, InvalidInput
 from controlplane.maintenance.model import JobKind, MaintenanceJob
 from controlplane.windows.gate import Gate
@@ -213,7 +214,7 @@ class Maintenance:
     def _maintain(self, job: MaintenanceJob, occurrence: Occurrence | None) -> Run:
         vars_: dict[str, Any] = {
             "cp_serial": job.serial,
-            "cp_max_fail_percentage": _percent(job.max_fail),
+            "cp_max_fail_percentage": parse_max_fail(job.max_fail),
         }
         if job.kind is JobKind.DRIFT and self.fleet_dir:
             vars_["cp_vault_dir"] = f"{self.fleet_dir}/vault"
@@ -346,9 +347,3 @@ class Maintenance:
 
 def _matcher(name: str, value: str, regex: bool = False) -> dict[str, Any]:
     return {"name": name, "value": value, "isRegex": regex, "isEqual": True}
-
-
-def _percent(text: str) -> float:
-    from controlplane.deploy.rollout import parse_max_fail
-
-    return parse_max_fail(text)

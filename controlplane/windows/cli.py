@@ -5,24 +5,22 @@ Only this module reads the clock (``datetime.now(UTC)``); everything below it ta
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 from zoneinfo import ZoneInfo
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from controlplane.app import Context
+from controlplane.cli_common import FleetOpt, JsonOpt, out, print_json
 from controlplane.errors import InvalidInput
 from controlplane.settings import load_settings
 from controlplane.windows.calendar import member_calendar
 from controlplane.windows.conflicts import find_conflicts
 from controlplane.windows.gate import Decision, Gate, when
-from controlplane.windows.loader import load_gate
 from controlplane.windows.rules import Occurrence, utc_text
 
 EXIT_REFUSED = 3
@@ -33,16 +31,6 @@ windows_app = typer.Typer(
     help="Maintenance windows and freezes: list occurrences, check the gate, conflicts, .ics.",
     no_args_is_help=True,
 )
-out = Console()
-
-# The same options as controlplane.cli (importing them from there would be circular).
-FleetOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--fleet", help="Fleet directory (default $CONTROLPLANE_FLEET or inventories/lab)."
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 TimeHelp = "ISO 8601 time; without an offset it is local time in the configured timezone."
 AtOpt = Annotated[str | None, typer.Option("--at", help=f"When (default now). {TimeHelp}")]
 FromOpt = Annotated[
@@ -51,13 +39,9 @@ FromOpt = Annotated[
 ToOpt = Annotated[str | None, typer.Option("--to", help=f"Range end. {TimeHelp}")]
 
 
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
 def _gate(fleet: Path | None) -> tuple[Context, Gate]:
     ctx = Context(load_settings(fleet=fleet))
-    return ctx, load_gate(ctx.settings.resolved_fleet, ctx.fleet)
+    return ctx, ctx.gate
 
 
 def parse_time(text: str | None, zone: ZoneInfo, option: str, now: datetime) -> datetime:
@@ -114,7 +98,7 @@ def list_occurrences(
     chosen = gate.windows_for_member(member) if member else gate.windows
     found = gate.occurrences_between(lo, hi, chosen)
     if as_json:
-        _print_json(
+        print_json(
             {
                 "from": utc_text(lo),
                 "to": utc_text(hi),
@@ -141,7 +125,7 @@ def list_occurrences(
 
 def _show(decision: Decision, as_json: bool, zone: ZoneInfo) -> None:
     if as_json:
-        _print_json(decision.to_json())
+        print_json(decision.to_json())
     else:
         colour = "green" if decision.allowed else "red"
         verdict = decision.verdict.value.upper()
@@ -201,7 +185,7 @@ def conflicts(
     lo, hi = _range(ctx, start, end, CONFLICT_DAYS)
     found = find_conflicts(gate, lo, hi)
     if as_json:
-        _print_json(
+        print_json(
             {"from": utc_text(lo), "to": utc_text(hi), "conflicts": [c.to_json() for c in found]}
         )
         return
