@@ -286,9 +286,11 @@ def runs_show(
 ) -> None:
     """One run: its hosts, and its events (with --follow, live until the run ends)."""
     ctx = context(fleet)
+    engine = ctx.deployer  # recovering dead runs first: a shown status is a true one
     run = ctx.runs.get(run_id)
     if follow:
         seq = -1
+        checked = time.monotonic()
         while True:
             for e in ctx.runs.events(run.id, after_seq=seq):
                 seq = e.seq
@@ -297,6 +299,10 @@ def runs_show(
                     if e.data.get("changed"):
                         state = "changed"
                     err.print(f"{e.created_at:%H:%M:%S} {e.host:12} {state:12} {e.task}")
+            if time.monotonic() - checked > 5:
+                # The owner may die while we watch; following must not wait forever.
+                engine.recover()
+                checked = time.monotonic()
             run = ctx.runs.get(run.id)
             if run.status.finished:
                 break
