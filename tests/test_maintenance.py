@@ -152,7 +152,8 @@ def test_patch_job_runs_the_patch_playbook_when_its_window_opens(
     assert run.started_at >= opened
     for host in ssh_lab.hosts[:2]:
         record = json.loads((host.root / "var/lib/controlplane/patch-level.json").read_text())
-        assert record
+        assert record["mode"] == "simulate"
+        assert record["applied_at"] >= run.params["window"]["start_utc"]
     # The next occurrence (tomorrow) is stored; the one that ran is gone.
     [next_job] = [j for j in stored_ids(sql) if j.startswith("window:")]
     assert next_job.startswith("window:patch-all:")
