@@ -63,7 +63,7 @@ def one(mode: str, work: Path, lab_dir: Path) -> float:
         started = time.monotonic()
         result = run_playbook(
             PlaybookRequest(
-                ROOT / "playbooks" / "deploy.yml",
+                ROOT / "controlplane" / "playbooks" / "deploy.yml",
                 inventory,
                 extravars,
                 tuning=tuning,

@@ -66,7 +66,7 @@ HOSTS_PER_RACK = 64
 
 def synthetic_fleet(members: int) -> Fleet:
     """``members`` members with both catalogue apps, 3 instances each, on enough hosts."""
-    lab = load_fleet(ROOT / "inventories" / "lab")
+    lab = load_fleet(ROOT / "controlplane" / "inventories" / "lab")
     n_hosts = max(4, members * 6 // 40 + 1)  # about 40 instances per host
     hosts = tuple(
         Host(

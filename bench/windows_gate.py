@@ -50,7 +50,7 @@ RULES = (
 
 
 def strict_lab() -> Fleet:
-    fleet = load_fleet(Path(__file__).resolve().parent.parent / "inventories" / "lab")
+    fleet = load_fleet(Path(__file__).resolve().parent.parent / "controlplane" / "inventories" / "lab")
     members = tuple(
         Member(slug=m.slug, name=m.name, slo=m.slo, deploy_policy=DeployPolicy.WINDOW_REQUIRED)
         for m in fleet.members

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine as SqlEngine
 
+from controlplane.clock import utc_now
 from controlplane.costs.history import ReservationHistory
 from controlplane.deploy.engine import Engine, EngineConfig
 from controlplane.deploy.model import Run, RunKind
@@ -18,9 +19,9 @@ from controlplane.fleet.loader import load_fleet
 from controlplane.fleet.model import Fleet
 from controlplane.maintenance.loader import load_jobs
 from controlplane.maintenance.schedule import Maintenance, Silence
-from controlplane.settings import PROJECT_ROOT, Settings
+from controlplane.settings import PLAYBOOKS_DIR, Settings
 from controlplane.store.db import make_engine, migrate
-from controlplane.store.runs import RunStore, utc_now
+from controlplane.store.runs import RunStore
 from controlplane.windows.gate import Gate
 from controlplane.windows.loader import load_gate
 
@@ -73,7 +74,7 @@ class Context:
             self.runs,
             EngineConfig(
                 data_dir=self.data_dir,
-                playbooks_dir=PROJECT_ROOT / "playbooks",
+                playbooks_dir=PLAYBOOKS_DIR,
                 fleet_dir=s.resolved_fleet,
                 vault_password_file=s.resolved_vault_password_file,
                 artifact_retention=s.artifact_retention,

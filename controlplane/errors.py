@@ -95,3 +95,25 @@ class GateClosed(Refused):
     def __init__(self, message: str, decision: object = None) -> None:
         self.decision = decision
         super().__init__(message)
+
+
+class PayloadTooLarge(InvalidInput):
+    """A request body beyond the documented size limit."""
+
+
+class Unauthenticated(Refused):
+    """No credentials, or a token that is unknown, expired or revoked."""
+
+
+class Forbidden(Refused):
+    """The caller is known but its role may not do this (another member's objects are a
+    ``NotFound`` instead, so their existence is not revealed)."""
+
+
+class HostKeyMismatch(Unreachable):
+    """A host presented an SSH host key that its known_hosts file does not hold."""
+
+
+class LeaseLost(ControlPlaneError, RuntimeError):
+    """This process no longer holds the lease of the run it executes: another node took it
+    over, so it must stop before its next play."""

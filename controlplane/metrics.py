@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import ColumnElement, Engine, Select, case, extract, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from controlplane.clock import as_utc, utc_now
 from controlplane.deploy.model import HostOutcome, RunKind, RunStatus
 from controlplane.fleet.model import Fleet, PlacedInstance
 from controlplane.store.schema import locks, run_hosts, runs
@@ -52,16 +53,8 @@ ALWAYS_KINDS = (RunKind.DEPLOY, RunKind.ROLLBACK)
 DURATION_KINDS = (RunKind.DEPLOY, RunKind.ROLLBACK)
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _ts(at: datetime) -> float:
     return at.timestamp()
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _duration(engine: Engine) -> ColumnElement[Any]:
@@ -340,7 +333,7 @@ class ControlPlaneCollector(Collector):
         )
         for m, at, n in sorted(drift_rows, key=lambda r: r[0]):
             drift_hosts.add_metric([m], int(n))
-            drift_at.add_metric([m], _ts(_aware(at)))
+            drift_at.add_metric([m], _ts(as_utc(at)))
         return [total, active, hist, lock_family, drift_hosts, drift_at]
 
 

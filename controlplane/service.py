@@ -15,7 +15,7 @@ import socketserver
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -26,6 +26,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from sqlalchemy import Engine
 
+from controlplane.clock import utc_now
 from controlplane.errors import Unreachable
 from controlplane.fleet.model import Fleet
 from controlplane.metrics import ControlPlaneCollector, build_registry
@@ -60,10 +61,6 @@ class ServiceConfig:
     probe_interval: float = 30.0
     probe_timeout: float = 3.0
     retention: timedelta = timedelta(days=7)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def http_app(registry: CollectorRegistry) -> WsgiApp:

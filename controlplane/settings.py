@@ -21,8 +21,11 @@ from pydantic_settings import (
 
 from controlplane.errors import InvalidInput
 
-# The project checkout, so the shipped inventories are found when the CLI runs elsewhere.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Playbooks, report templates, migrations and the shipped fleets live inside the package,
+# so a plain (non-editable) install finds them wherever the CLI runs.
+PACKAGE_DIR = Path(__file__).resolve().parent
+PLAYBOOKS_DIR = PACKAGE_DIR / "playbooks"
+TEMPLATES_DIR = PACKAGE_DIR / "templates"
 
 
 class Settings(BaseSettings):
@@ -109,10 +112,11 @@ class Settings(BaseSettings):
 
     @property
     def resolved_fleet(self) -> Path:
-        """The fleet dir; a relative default falls back to the project checkout."""
+        """The fleet dir; a relative path that does not exist here falls back to the fleets
+        shipped in the package (``inventories/lab``, ``inventories/rotterdam``)."""
         if self.fleet.is_absolute() or self.fleet.exists():
             return self.fleet.resolve()
-        shipped = PROJECT_ROOT / self.fleet
+        shipped = PACKAGE_DIR / self.fleet
         return shipped if shipped.exists() else self.fleet.resolve()
 
 

@@ -23,7 +23,7 @@ from controlplane.store.schema import metadata
 from tests.sshd import SshLab, find_sshd, start_lab
 
 ROOT = Path(__file__).resolve().parent.parent
-LAB = ROOT / "inventories" / "lab"
+LAB = ROOT / "controlplane" / "inventories" / "lab"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ADMIN = os.environ.get("CONTROLPLANE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 

@@ -25,7 +25,7 @@ from controlplane.fleet.inventory import RenderContext, render_inventory
 from controlplane.fleet.model import Fleet
 
 ROOT = Path(__file__).resolve().parent.parent
-PLAYBOOKS = ROOT / "playbooks"
+PLAYBOOKS = ROOT / "controlplane" / "playbooks"
 REFAPP = PLAYBOOKS / "roles" / "cp_release" / "files" / "refapp.py"
 ANSIBLE_VAULT = Path(sys.executable).parent / "ansible-vault"
 REPORT_TASK = "cp-report-release"

@@ -58,7 +58,7 @@ class Rig:
             self.store,
             EngineConfig(
                 data_dir=tmp / "var",
-                playbooks_dir=ROOT / "playbooks",
+                playbooks_dir=ROOT / "controlplane" / "playbooks",
                 fleet_dir=LAB,
                 vault_password_file=LAB / "vault-password",
                 health_timeout_seconds=5,

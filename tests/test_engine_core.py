@@ -81,7 +81,7 @@ def make_engine(store: RunStore, runner: ScriptedRunner, tmp: Path) -> Engine:
     return Engine(
         load_fleet(LAB),
         store,
-        EngineConfig(data_dir=tmp, playbooks_dir=ROOT / "playbooks", fleet_dir=LAB),
+        EngineConfig(data_dir=tmp, playbooks_dir=ROOT / "controlplane" / "playbooks", fleet_dir=LAB),
         RenderContext(tmp, sys.executable),
         runner=runner,
     )
@@ -166,7 +166,7 @@ def gated_engine(store: RunStore, tmp: Path, now: datetime, runner: ScriptedRunn
     return Engine(
         fleet,
         store,
-        EngineConfig(data_dir=tmp, playbooks_dir=ROOT / "playbooks", fleet_dir=LAB),
+        EngineConfig(data_dir=tmp, playbooks_dir=ROOT / "controlplane" / "playbooks", fleet_dir=LAB),
         RenderContext(tmp, sys.executable),
         runner=runner,
         clock=lambda: now,

@@ -34,7 +34,7 @@ def validate(fleet: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]
 
 @pytest.mark.parametrize("name", ["lab", "rotterdam"])
 def test_shipped_inventories_are_valid(name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code = run(["validate", "--fleet", str(ROOT / "inventories" / name), "--json"])
+    code = run(["validate", "--fleet", str(ROOT / "controlplane" / "inventories" / name), "--json"])
     out = capsys.readouterr().out
     assert code == 0
     assert '"status": "valid"' in out

@@ -83,7 +83,7 @@ def build(
     engine = Engine(
         fleet,
         store,
-        EngineConfig(data_dir=tmp / "var", playbooks_dir=ROOT / "playbooks", fleet_dir=LAB),
+        EngineConfig(data_dir=tmp / "var", playbooks_dir=ROOT / "controlplane" / "playbooks", fleet_dir=LAB),
         RenderContext(tmp / "var", sys.executable),
         runner=runner,
         gate=gate,

@@ -418,6 +418,6 @@ def test_playbooks_pass_ansible_lint() -> None:
     env = {**os.environ, "PATH": f"{lint.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env["NO_COLOR"] = "1"
     proc = subprocess.run(
-        [str(lint), "playbooks/"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        [str(lint), "controlplane/playbooks/"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

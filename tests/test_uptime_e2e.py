@@ -120,7 +120,7 @@ def deployed(sql: Engine, tmp_path: Path) -> Iterator[Fleet]:
         runs,
         EngineConfig(
             data_dir=tmp_path / "var",
-            playbooks_dir=ROOT / "playbooks",
+            playbooks_dir=ROOT / "controlplane" / "playbooks",
             fleet_dir=LAB,
             vault_password_file=LAB / "vault-password",
             health_timeout_seconds=10,

@@ -18,6 +18,7 @@ from decimal import Decimal
 from sqlalchemy import Connection, Engine, RowMapping, delete, func, insert, or_, select, text
 from sqlalchemy import update as sql_update
 
+from controlplane.clock import as_utc
 from controlplane.costs.metering import current_reservations
 from controlplane.costs.model import Interval, Milli
 from controlplane.errors import InvalidInput
@@ -42,11 +43,6 @@ class Recorded:
         return bool(self.opened or self.closed)
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def _utc(at: datetime) -> datetime:
     if at.tzinfo is None:
         raise InvalidInput("reservation history: the time must carry a time zone")
@@ -64,8 +60,8 @@ def _interval(row: RowMapping) -> Interval:
         app=row["app"],
         host=row["host"],
         amount=_amount(row),
-        start=_aware(row["valid_from"]),
-        end=None if end is None else _aware(end),
+        start=as_utc(row["valid_from"]),
+        end=None if end is None else as_utc(end),
     )
 
 
@@ -88,7 +84,7 @@ class ReservationHistory:
             held: dict[Key, list[RowMapping]] = defaultdict(list)
             for row in rows:
                 held[(row["member"], row["app"], row["host"])].append(row)
-            latest = max((_aware(r["valid_from"]) for r in rows), default=None)
+            latest = max((as_utc(r["valid_from"]) for r in rows), default=None)
             if latest is not None and at < latest:
                 raise InvalidInput(
                     f"reservation history: {at.isoformat()} is before the last recorded "
@@ -105,7 +101,7 @@ class ReservationHistory:
                     continue
                 for row in open_rows:
                     closed += 1
-                    if _aware(row["valid_from"]) == at:
+                    if as_utc(row["valid_from"]) == at:
                         # Opened at this very moment: it never held anything, drop it.
                         conn.execute(delete(table).where(table.c.id == row["id"]))
                     else:
@@ -152,7 +148,7 @@ class ReservationHistory:
         """When the stored history begins; None while it is empty."""
         with self.engine.connect() as conn:
             first = conn.execute(select(func.min(table.c.valid_from))).scalar()
-        return None if first is None else _aware(first)
+        return None if first is None else as_utc(first)
 
     def is_empty(self) -> bool:
         return self.first_recorded() is None

@@ -26,9 +26,9 @@ from controlplane.costs.model import (
     StandaloneBasis,
 )
 from controlplane.costs.periods import Period, PeriodRange
-from controlplane.settings import PROJECT_ROOT
+from controlplane.settings import TEMPLATES_DIR
 
-TEMPLATES = PROJECT_ROOT / "templates" / "report"
+TEMPLATES = TEMPLATES_DIR / "report"
 
 
 class ReportFormat(Enum):

@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from controlplane.clock import utc_now
 from controlplane.deploy.events import release_report, to_run_event
 from controlplane.deploy.gating import gate_spec
 from controlplane.deploy.model import (
@@ -44,7 +45,7 @@ from controlplane.deploy.runner import (
 from controlplane.errors import InvalidInput, LockHeld
 from controlplane.fleet.inventory import RenderContext, render_inventory
 from controlplane.fleet.model import Fleet
-from controlplane.store.runs import RunStore, utc_now
+from controlplane.store.runs import RunStore
 from controlplane.windows.gate import Gate
 
 Runner = Callable[..., PlaybookResult]

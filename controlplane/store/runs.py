@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, RowMapping, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from controlplane.clock import as_utc, utc_now
 from controlplane.deploy.model import (
     ALLOWED_TRANSITIONS,
     HeldLock,
@@ -32,15 +33,8 @@ Clock = Callable[[], datetime]
 _PG_LOCK_TABLE_KEY = 0x636F6E74726F6C
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+    return None if value is None else as_utc(value)
 
 
 def _run(row: RowMapping) -> Run:

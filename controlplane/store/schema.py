@@ -147,3 +147,42 @@ reservation_history = Table(
     Index("ix_reservation_history_valid_from", "valid_from"),
     Index("ix_reservation_history_valid_to", "valid_to"),
 )
+
+# API tokens. Only a SHA-256 of the whole token is kept (tokens are 256-bit random, so a
+# slow hash buys nothing); ``prefix`` is the visible start people recognise in a list.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    Column("secret_sha256", String(64), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("members", JSON, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("last_used_at", DateTime(timezone=True)),
+)
+
+# The audit log is a hash chain: ``hash`` covers the entry's canonical JSON and
+# ``prev_hash``. ``prev_hash`` is unique, so two writers racing for the same head cannot
+# fork the chain: the loser's insert fails and it appends again after the winner.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("member", String(63)),
+    Column("target", String(200)),
+    Column("reason", Text, nullable=False, default=""),
+    Column("outcome", String(32), nullable=False),
+    Column("detail", JSON, nullable=False),
+    Column("prev_hash", String(64), nullable=False, unique=True),
+    Column("hash", String(64), nullable=False, unique=True),
+    Index("ix_audit_log_member", "member"),
+)

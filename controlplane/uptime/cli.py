@@ -14,9 +14,10 @@ from rich.table import Table
 
 from controlplane.app import Context
 from controlplane.cli_common import FleetOpt, JsonOpt, err, out, print_json
+from controlplane.clock import utc_now
 from controlplane.settings import load_settings
 from controlplane.uptime.availability import Availability, Period
-from controlplane.uptime.job import ProbeJob, utc_now
+from controlplane.uptime.job import ProbeJob
 from controlplane.uptime.store import ProbeStore
 from controlplane.uptime.summary import UptimeReader, availabilities
 from controlplane.uptime.windows import WindowCalendar, fleet_calendar

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
+from controlplane.clock import utc_now
 from controlplane.fleet.model import Fleet, PlacedInstance
 from controlplane.uptime.probes import ProbeResult, ProbeSample, probe_all
 from controlplane.uptime.store import ProbeStore
@@ -16,10 +17,6 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 Prober = Callable[[list[PlacedInstance], float, datetime], list[ProbeResult]]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def default_prober(

@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from controlplane.clock import as_utc
 from controlplane.store.schema import probe_hourly, probe_samples
 from controlplane.uptime.availability import Counts, floor_hour
 from controlplane.uptime.probes import ProbeSample
@@ -47,11 +48,6 @@ def _utc(at: datetime) -> datetime:
     if at.tzinfo is None:
         raise ValueError("store times must be timezone-aware")
     return at.astimezone(UTC)
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _flag(column: ColumnElement[Any]) -> ColumnElement[int]:
@@ -165,7 +161,7 @@ class ProbeStore:
     def last_probe_at(self) -> datetime | None:
         with self.engine.connect() as conn:
             value = conn.execute(select(func.max(probe_samples.c.at))).scalar()
-        return None if value is None else _aware(value)
+        return None if value is None else as_utc(value)
 
     def samples(
         self, since: datetime, member: str | None = None, app: str | None = None
@@ -280,7 +276,7 @@ class ProbeStore:
         if member is not None:
             query = query.where(probe_hourly.c.member == member)
         with self.engine.connect() as conn:
-            return [{**dict(r), "hour": _aware(r["hour"])} for r in conn.execute(query).mappings()]
+            return [{**dict(r), "hour": as_utc(r["hour"])} for r in conn.execute(query).mappings()]
 
 
 def _sample(row: Any) -> ProbeSample:
@@ -289,7 +285,7 @@ def _sample(row: Any) -> ProbeSample:
         app=row["app"],
         host=row["host"],
         port=row["port"],
-        at=_aware(row["at"]),
+        at=as_utc(row["at"]),
         healthy=bool(row["healthy"]),
         in_window=bool(row["in_window"]),
         latency_seconds=float(row["latency_seconds"]),
