@@ -16,6 +16,7 @@ from sqlalchemy import Engine as SqlEngine
 
 from controlplane.deploy.engine import Engine, EngineConfig
 from controlplane.deploy.model import RunKind, RunSpec, RunStatus
+from controlplane.deploy.options import RunOptions
 from controlplane.deploy.plan import DeployRequest, Planner
 from controlplane.deploy.runner import HostStats, PlaybookRequest, PlaybookResult
 from controlplane.errors import (
@@ -81,7 +82,9 @@ def make_engine(store: RunStore, runner: ScriptedRunner, tmp: Path) -> Engine:
     return Engine(
         load_fleet(LAB),
         store,
-        EngineConfig(data_dir=tmp, playbooks_dir=ROOT / "controlplane" / "playbooks", fleet_dir=LAB),
+        EngineConfig(
+            data_dir=tmp, playbooks_dir=ROOT / "controlplane" / "playbooks", fleet_dir=LAB
+        ),
         RenderContext(tmp, sys.executable),
         runner=runner,
     )
@@ -108,21 +111,16 @@ def test_bad_requests_queue_nothing(
     assert store.find() == []
 
 
-def test_plan_is_one_run_per_app_with_hosts_and_params(parts: tuple[RunStore, Planner]) -> None:
+def test_plan_is_one_run_per_app_with_hosts_and_options(parts: tuple[RunStore, Planner]) -> None:
     _, planner = parts
     specs = planner.plan_deploy(DeployRequest("rotterdam", serial="50%", max_fail="0%"))
     assert [(s.app, s.version, s.hosts) for s in specs] == [
         ("uitkering", "1.1.0", ("lab-2", "lab-3")),
         ("reintegratie", "2.1.0", ("lab-4", "lab-1")),
     ]
-    assert specs[0].params == {
-        "check": False,
-        "serial": "50%",
-        "max_fail_percentage": 0.0,
-        "broken": False,
-    }
+    assert specs[0].options == RunOptions(serial="50%", max_fail_percentage=0.0)
     broken = planner.plan_deploy(DeployRequest("rotterdam", app="uitkering", version="1.2.0"))
-    assert broken[0].params["broken"] is True
+    assert broken[0].options.broken is True
 
 
 def test_mitogen_failure_before_any_task_falls_back_to_linear(
@@ -166,7 +164,9 @@ def gated_engine(store: RunStore, tmp: Path, now: datetime, runner: ScriptedRunn
     return Engine(
         fleet,
         store,
-        EngineConfig(data_dir=tmp, playbooks_dir=ROOT / "controlplane" / "playbooks", fleet_dir=LAB),
+        EngineConfig(
+            data_dir=tmp, playbooks_dir=ROOT / "controlplane" / "playbooks", fleet_dir=LAB
+        ),
         RenderContext(tmp, sys.executable),
         runner=runner,
         clock=lambda: now,
@@ -198,8 +198,8 @@ def test_emergency_override_is_allowed_and_recorded(
     run = engine.execute(engine.submit(spec).id)
     assert run.status is RunStatus.SUCCESSFUL
     assert run.emergency_reason == "CVE-2026-1234 hotfix"
-    assert run.params["gate"]["reason"] == "emergency"
-    assert "payment-run-amsterdam" in run.params["gate"]["message"]
+    assert run.options.gate is not None and run.options.gate.reason == "emergency"
+    assert "payment-run-amsterdam" in run.options.gate.message
 
 
 def test_plans_and_ordinary_days_pass_the_gate(
@@ -213,7 +213,7 @@ def test_plans_and_ordinary_days_pass_the_gate(
     ordinary = gated_engine(store, tmp_path, ORDINARY_DAY, ScriptedRunner([]))
     [spec] = planner.plan_deploy(DeployRequest("utrecht", app="uitkering"))
     run = ordinary.submit(spec)
-    assert run.params["gate"]["reason"] == "no-freeze"
+    assert run.options.gate is not None and run.options.gate.reason == "no-freeze"
 
 
 def test_patching_a_host_needs_its_window_and_no_member_freeze(
@@ -226,4 +226,4 @@ def test_patching_a_host_needs_its_window_and_no_member_freeze(
         gated_engine(store, tmp_path, tuesday_noon, ScriptedRunner([])).submit(spec)
     monday_morning = datetime(2026, 11, 23, 4, 30, tzinfo=UTC)  # 05:30 CET, patch-lab-1
     run = gated_engine(store, tmp_path, monday_morning, ScriptedRunner([])).submit(spec)
-    assert run.params["gate"]["reason"] == "in-window"
+    assert run.options.gate is not None and run.options.gate.reason == "in-window"

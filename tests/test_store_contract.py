@@ -18,6 +18,7 @@ from controlplane.deploy.model import (
     RunSpec,
     RunStatus,
 )
+from controlplane.deploy.options import RunOptions
 from controlplane.errors import InvalidInput, LockHeld, RunNotFound
 from controlplane.store.runs import RunStore
 
@@ -46,7 +47,7 @@ def deploy_spec(member: str = "amsterdam", app: str = "uitkering") -> RunSpec:
         app=app,
         version="1.1.0",
         hosts=("lab-1", "lab-2"),
-        params={"serial": "50%", "check": False},
+        options=RunOptions(serial="50%", max_fail_percentage=25),
     )
 
 
@@ -56,7 +57,8 @@ def test_create_and_get_round_trip(store: RunStore) -> None:
     assert got == run
     assert got.status is RunStatus.QUEUED
     assert got.hosts == ("lab-1", "lab-2")
-    assert got.params == {"serial": "50%", "check": False}
+    assert got.options == RunOptions(serial="50%", max_fail_percentage=25.0)
+    assert got.lease == 0
     assert got.created_at.tzinfo is not None
     assert store.get(run.id[:8]) == run  # short ids, as printed by `runs list`
 

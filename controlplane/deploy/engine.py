@@ -1,5 +1,8 @@
 """The deploy engine: turns requests into run records, takes locks, drives playbooks through
-the runner adapter, judges rollouts, rolls back, and recovers after a crash.
+the runner adapter, judges rollouts and rolls back.
+
+An execution holds the run's lease and checks it before every play and while a play runs
+(``controlplane.deploy.execution``); recovery lives in ``controlplane.deploy.recovery``.
 
 Everything outside (store, fleet, runner, clock) is passed in, so tests build their own.
 """
@@ -7,18 +10,18 @@ Everything outside (store, fleet, runner, clock) is passed in, so tests build th
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from controlplane.clock import utc_now
 from controlplane.deploy.events import release_report, to_run_event
+from controlplane.deploy.execution import Execution, interrupts_cancel
+from controlplane.deploy.execution import Observer as Observer
 from controlplane.deploy.gating import gate_spec
 from controlplane.deploy.model import (
     Run,
@@ -40,9 +43,10 @@ from controlplane.deploy.runner import (
     PlaybookRequest,
     PlaybookResult,
     Tuning,
+    check_request,
     run_playbook,
 )
-from controlplane.errors import InvalidInput, LockHeld
+from controlplane.errors import InvalidInput, LeaseLost, LockHeld
 from controlplane.fleet.inventory import RenderContext, render_inventory
 from controlplane.fleet.model import Fleet
 from controlplane.store.runs import RunStore
@@ -50,17 +54,7 @@ from controlplane.windows.gate import Gate
 
 Runner = Callable[..., PlaybookResult]
 
-HEARTBEAT_SECONDS = 5.0
-
 log = logging.getLogger(__name__)
-
-
-class Observer(Protocol):
-    """Live view of a run (the terminal progress display, tests)."""
-
-    def on_event(self, run: Run, event: RunEvent) -> None: ...
-
-    def on_status(self, run: Run) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -74,20 +68,18 @@ class EngineConfig:
     strategy: str = "mitogen_linear"
     health_timeout_seconds: int = 15
     lock_poll_seconds: float = 1.0
+    # A run whose heartbeat is older than this (database clock) may be taken over. Its
+    # owner beats twelve times per lease and stops itself after half a lease without a
+    # successful beat, so it has stopped before anyone can take over.
+    lease_seconds: float = 60.0
 
+    def __post_init__(self) -> None:
+        if self.lease_seconds <= 0:
+            raise InvalidInput("lease_seconds: must be above 0")
 
-@dataclass
-class Execution:
-    """Per-run mutable state while one process executes it."""
-
-    run: Run
-    observer: Observer | None
-    seq: int = 0
-    plays: int = 0
-    cancel_local: bool = False
-    last_cancel_check: float = 0.0
-    cancel_seen: bool = False
-    stop_heartbeat: threading.Event = field(default_factory=threading.Event)
+    @property
+    def heartbeat_seconds(self) -> float:
+        return self.lease_seconds / 12
 
 
 class Engine:
@@ -128,7 +120,7 @@ class Engine:
     ) -> Run:
         """Record the run and take its locks. A conflict raises ``LockHeld`` (nothing is
         kept), or with ``queue`` waits its turn as a queued run. The gate is asked first."""
-        spec = gate_spec(self.gate, spec, self.clock())
+        spec = gate_spec(self.gate, spec, self.clock(), ever_released=self.store.ever_released)
         run = self.store.create(spec, node=self.node)
         locks = lock_requests(spec)
         deadline = time.monotonic() + queue_timeout
@@ -144,32 +136,42 @@ class Engine:
                     on_wait(held)
                 if self.store.get(run.id).status is RunStatus.CANCELED:
                     return self.store.get(run.id)
-                self.store.heartbeat(run.id)
+                if not self.store.heartbeat(run.id, run.lease):
+                    raise LeaseLost(
+                        f"run {run.id} was taken over while it waited for locks"
+                    ) from None
                 time.sleep(self.config.lock_poll_seconds)
 
     # -- execution -----------------------------------------------------------------------------
 
     def execute(self, run_id: str, observer: Observer | None = None) -> Run:
         """Run a submitted run to its end and return the final record."""
-        run = self.store.get(run_id)
-        if run.status is not RunStatus.QUEUED:
-            raise InvalidInput(f"run {run.id} is {run.status.value}, not queued")
-        run = self.store.transition(run.id, RunStatus.RUNNING, node=self.node)
-        ex = Execution(run, observer)
+        run = self.store.start(run_id, self.node)
+        ex = Execution(run, observer, fence=run.lease)
         self._notify(ex)
-        heart = threading.Thread(target=self._heartbeat, args=(ex,), daemon=True)
+        heart = threading.Thread(
+            target=ex.keep_beating, args=(self.store, self.config.heartbeat_seconds), daemon=True
+        )
         heart.start()
         prune_artifacts(self.config.data_dir / "runs", self.config.artifact_retention)
         try:
-            with self._interrupts_cancel(ex):
+            with interrupts_cancel(ex):
                 if run.kind is RunKind.DEPLOY:
                     final = self._deploy(ex)
                 elif run.kind is RunKind.ROLLBACK:
                     final = self._rollback(ex)
                 else:
                     final = self._simple(ex)
+        except LeaseLost as lost:
+            # Another node owns the record now; it says what happened. Leave it be.
+            log.warning("run %s: stopped, %s", run.id, lost)
+            final = self.store.get(run.id)
+            self._notify(replace(ex, run=final))
         except Exception as exc:  # a bug or an infrastructure fault: never leave it running
-            final = self._finish(ex, RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+            try:
+                final = self._finish(ex, RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+            except LeaseLost:
+                final = self.store.get(run.id)
         finally:
             ex.stop_heartbeat.set()
         return final
@@ -178,15 +180,13 @@ class Engine:
         run = ex.run
         hosts = list(run.hosts)
         assert run.member and run.app and run.version
-        check = bool(run.params.get("check"))
+        check = run.options.check
         extravars = self._app_vars(run.member, run.app, run.version)
-        extravars["cp_broken"] = bool(run.params.get("broken"))
-        if run.params.get("serial"):
-            extravars["cp_serial"] = run.params["serial"]
-        if run.params.get("max_fail_percentage") is not None:
-            extravars["cp_max_fail_percentage"] = run.params["max_fail_percentage"]
+        extravars["cp_broken"] = run.options.broken
+        extravars.update(run.options.extravars())
         play = self._play(ex, "deploy.yml", hosts, extravars, check=check)
         ended = play.ended
+        ex.hold(self.store)  # a run taken over mid-play leaves its record to the new owner
         if check:
             record_hosts(self.store, run, hosts, play, None)
             status = RunStatus.SUCCESSFUL if play.result.rc == 0 else (ended or RunStatus.FAILED)
@@ -214,6 +214,7 @@ class Engine:
         if fresh:
             notes.append(f"no earlier release to return to on {', '.join(fresh)}")
         finals.update(self._untouched_releases(ex, verdict, finals))
+        ex.hold(self.store)
         record_hosts(self.store, run, hosts, play, verdict, finals)
         return self._finish(ex, RunStatus.FAILED, rc=play.result.rc or 1, error="; ".join(notes))
 
@@ -240,6 +241,7 @@ class Engine:
             ex, "rollback.yml", hosts, self._app_vars(run.member, run.app, run.version), False
         )
         verdict = judge(hosts, run.version, play.reports, play.failed_hosts, play.unreachable_hosts)
+        ex.hold(self.store)
         record_hosts(self.store, run, hosts, play, verdict)
         ended = play.ended
         if ended is not None:
@@ -251,10 +253,12 @@ class Engine:
     def _simple(self, ex: Execution) -> Run:
         """Patch, drift and ad-hoc playbooks: one play, judged by its result."""
         run = ex.run
-        check = bool(run.params.get("check")) or run.kind is RunKind.DRIFT
-        play = self._play(
-            ex, run.playbook, list(run.hosts), dict(run.params.get("vars", {})), check
-        )
+        check = run.options.check or run.kind is RunKind.DRIFT
+        extravars = run.options.extravars()
+        if run.member is not None:
+            extravars["cp_member"] = run.member
+        play = self._play(ex, run.playbook, list(run.hosts), extravars, check)
+        ex.hold(self.store)
         record_hosts(self.store, run, list(run.hosts), play, None)
         ended = play.ended
         if ended is not None:
@@ -293,6 +297,7 @@ class Engine:
         extravars: Mapping[str, Any],
         check: bool,
     ) -> PlayOutcome:
+        ex.hold(self.store)
         ex.plays += 1
         tuning = Tuning(
             forks=max(1, min(len(hosts), 25)),
@@ -350,16 +355,20 @@ class Engine:
             playbook=self.config.playbooks_dir / playbook,
             inventory=render_inventory(self.fleet, self.render),
             extravars=dict(extravars),
-            limit=",".join(hosts) if hosts else None,
+            # Never None for no hosts: that would be every host of the fleet.
+            limit=",".join(hosts),
             check=check,
             tuning=tuning,
             envvars=envvars,
             timeout_seconds=self.config.run_timeout_seconds,
+            data_dir=self.config.data_dir,
         )
+        ident = f"{ex.plays}-{playbook.removesuffix('.yml')}-{tuning.strategy}"
+        check_request(request, ident)  # refused before any runner starts, whichever runs it
         result = self.runner(
             request,
             self.config.data_dir / "runs" / run.id,
-            f"{ex.plays}-{playbook.removesuffix('.yml')}-{tuning.strategy}",
+            ident,
             event_handler=on_event,
             cancel_callback=lambda: self._cancel_wanted(ex),
         )
@@ -374,7 +383,7 @@ class Engine:
     ) -> Run:
         if ex.cancel_seen and status is RunStatus.FAILED:
             status = RunStatus.CANCELED
-        ex.run = self.store.transition(ex.run.id, status, rc=rc, error=error)
+        ex.run = self.store.transition(ex.run.id, status, rc=rc, error=error, fence=ex.fence)
         self._notify(ex)
         if status is RunStatus.SUCCESSFUL and self.on_success is not None:
             try:
@@ -393,41 +402,4 @@ class Engine:
         return self.store.request_cancel(run_id)
 
     def _cancel_wanted(self, ex: Execution) -> bool:
-        if ex.cancel_local or ex.cancel_seen:
-            ex.cancel_seen = True
-            return True
-        now = time.monotonic()
-        if now - ex.last_cancel_check >= 1.0:
-            ex.last_cancel_check = now
-            ex.cancel_seen = self.store.cancel_requested(ex.run.id)
-        return ex.cancel_seen
-
-    def _heartbeat(self, ex: Execution) -> None:
-        while not ex.stop_heartbeat.wait(HEARTBEAT_SECONDS):
-            try:
-                self.store.heartbeat(ex.run.id)
-            except Exception:  # a missed beat must not kill the run
-                continue
-
-    @contextmanager
-    def _interrupts_cancel(self, ex: Execution) -> Iterator[None]:
-        """Ctrl-C or SIGTERM while we run a playbook cancels it instead of orphaning it."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum: int, frame: object) -> None:
-            ex.cancel_local = True
-
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
-
-    def recover(self) -> list[Run]:
-        """See ``controlplane.deploy.recovery``: runs whose owner died become interrupted."""
-        from controlplane.deploy.recovery import recover
-
-        return recover(self)
+        return ex.cancel_wanted(self.store, self.config.lease_seconds)

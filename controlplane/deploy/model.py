@@ -7,6 +7,8 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from controlplane.deploy.options import RunOptions
+
 
 class RunKind(Enum):
     DEPLOY = "deploy"
@@ -95,7 +97,7 @@ class RunSpec:
     app: str | None = None
     version: str | None = None
     hosts: tuple[str, ...] = ()
-    params: dict[str, Any] = field(default_factory=dict)
+    options: RunOptions = field(default_factory=RunOptions)
     emergency_reason: str | None = None
 
 
@@ -111,7 +113,7 @@ class Run:
     app: str | None
     version: str | None
     hosts: tuple[str, ...]
-    params: dict[str, Any]
+    options: RunOptions
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -122,6 +124,9 @@ class Run:
     emergency_reason: str | None = None
     cancel_requested: bool = False
     heartbeat_at: datetime | None = None
+    # The fencing number: raised each time an execution starts or another node takes the
+    # run over. Only the holder of the current number may write the run's outcome.
+    lease: int = 0
 
 
 @dataclass(frozen=True)

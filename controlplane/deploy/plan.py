@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controlplane.deploy.model import LockRequest, RunKind, RunSpec, RunStatus
+from controlplane.deploy.options import RunOptions
 from controlplane.deploy.rollout import Serial, parse_max_fail
 from controlplane.errors import InvalidInput
 from controlplane.fleet.model import Fleet, check_version
@@ -50,9 +51,9 @@ class Planner:
             try:
                 check_version(req.version)
             except ValueError as exc:
-                raise InvalidInput(f"--version: {exc}") from None
+                raise InvalidInput(f"version: {exc}") from None
             if req.app is None:
-                raise InvalidInput("--version needs --app: apps have their own version lines")
+                raise InvalidInput("version: needs an app, as apps have their own version lines")
         serial = Serial.parse(req.serial) if req.serial is not None else None
         max_fail = parse_max_fail(req.max_fail) if req.max_fail is not None else None
         stack_apps = (
@@ -76,12 +77,12 @@ class Planner:
                     app=sa.app,
                     version=version,
                     hosts=tuple(i.host for i in sa.instances),
-                    params={
-                        "check": req.check,
-                        "serial": serial.for_ansible() if serial else None,
-                        "max_fail_percentage": max_fail,
-                        "broken": release.broken,
-                    },
+                    options=RunOptions(
+                        check=req.check,
+                        serial=serial.for_ansible() if serial else None,
+                        max_fail_percentage=max_fail,
+                        broken=release.broken,
+                    ),
                     emergency_reason=req.emergency_reason,
                 )
             )
@@ -102,7 +103,7 @@ class Planner:
             try:
                 check_version(version)
             except ValueError as exc:
-                raise InvalidInput(f"--version: {exc}") from None
+                raise InvalidInput(f"version: {exc}") from None
         self.fleet.app(app).version(version)
         return RunSpec(
             kind=RunKind.ROLLBACK,
@@ -113,13 +114,12 @@ class Planner:
             app=app,
             version=version,
             hosts=tuple(i.host for i in sa.instances),
-            params={},
         )
 
     def last_good_release(self, member: str, app: str) -> str:
         """The release live before the newest successful deploy of this member's app."""
         for run in self.store.find(member=member, statuses=[RunStatus.SUCCESSFUL], limit=200):
-            if run.app != app or run.kind is not RunKind.DEPLOY or run.params.get("check"):
+            if run.app != app or run.kind is not RunKind.DEPLOY or run.options.check:
                 continue
             befores = {
                 h.release_before
@@ -129,5 +129,5 @@ class Planner:
             if len(befores) == 1:
                 return befores.pop()
         raise InvalidInput(
-            f"no earlier release of {member}/{app} is recorded; name one with --version"
+            f"version: no earlier release of {member}/{app} is recorded; name the one to go back to"
         )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import socket
+import uuid
 from pathlib import Path
 
 RUN_ENV = "CONTROLPLANE_RUN_ID"
@@ -21,19 +23,52 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def this_node() -> str:
-    """``host:pid:starttime``: unique even when a pid is reused after a crash."""
+# One random id per process start; keyed by pid so a forked child gets its own.
+_TOKENS: dict[int, str] = {}
+
+
+def _token() -> str:
     pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or 0}"
+    if pid not in _TOKENS:
+        _TOKENS[pid] = uuid.uuid4().hex[:16]
+    return _TOKENS[pid]
+
+
+def _place() -> str:
+    """This kernel boot and pid namespace: where a pid means the same process.
+
+    Containers may share a hostname yet each have their own pid namespace, so a pid is only
+    worth looking up when both the boot and the namespace are ours."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+    return hashlib.sha256(f"{boot}/{namespace}".encode()).hexdigest()[:12]
+
+
+def this_node() -> str:
+    """``host:pid:starttime:place:token``. The random token makes it unique per process
+    start; the rest is for people reading ``runs show`` and for ``node_alive_here``."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or 0}:{_place()}:{_token()}"
 
 
 def node_alive_here(node: str) -> bool | None:
-    """True/False for a node on this machine; None when the node is another machine."""
+    """Whether ``node`` is alive, when this process can know it; None when it cannot.
+
+    True for this very process. For another process it answers only when that process ran
+    in this kernel boot and pid namespace (then the pid and its start time tell); anything
+    else, including an older node id or a container sharing our hostname, is None, and
+    the run's heartbeat on the database's clock decides."""
     try:
-        host, pid, started = node.rsplit(":", 2)
+        _host, pid, started, place, token = node.rsplit(":", 4)
     except ValueError:
         return None
-    if host != socket.gethostname():
+    if token == _token() and int(pid) == os.getpid():
+        return True
+    here = _place()
+    if not here or place != here or not pid.isdigit():
         return None
     return _start_time(int(pid)) == started
 

@@ -3,34 +3,27 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, RowMapping, delete, func, insert, select, text, update
 
 from controlplane.clock import as_utc, utc_now
 from controlplane.deploy.model import (
     ALLOWED_TRANSITIONS,
-    HeldLock,
     HostOutcome,
     HostResult,
-    LockMode,
-    LockRequest,
     Run,
     RunEvent,
     RunKind,
     RunSpec,
     RunStatus,
 )
-from controlplane.errors import InvalidInput, LockHeld, RunNotFound
+from controlplane.deploy.options import RunOptions
+from controlplane.errors import InvalidInput, LeaseLost, RunNotFound
+from controlplane.store.locks import Clock, LockTable
 from controlplane.store.schema import locks, run_events, run_hosts, runs
-
-Clock = Callable[[], datetime]
-
-# Any fixed 64-bit number: PostgreSQL's advisory lock that serialises lock-table changes.
-_PG_LOCK_TABLE_KEY = 0x636F6E74726F6C
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -49,7 +42,7 @@ def _run(row: RowMapping) -> Run:
         app=row["app"],
         version=row["version"],
         hosts=tuple(row["hosts"]),
-        params=dict(row["params"]),
+        options=RunOptions.from_json(row["options"]),
         created_at=_aware(row["created_at"]),  # type: ignore[arg-type]
         started_at=_aware(row["started_at"]),
         finished_at=_aware(row["finished_at"]),
@@ -60,11 +53,27 @@ def _run(row: RowMapping) -> Run:
         emergency_reason=row["emergency_reason"],
         cancel_requested=bool(row["cancel_requested"]),
         heartbeat_at=_aware(row["heartbeat_at"]),
+        lease=int(row["lease"]),
     )
 
 
-class RunStore:
-    """Repository for runs and everything that hangs off them."""
+def db_now(conn: Connection) -> datetime:
+    """The database's clock. Heartbeats and staleness are judged on it, so nodes whose own
+    clocks disagree still agree on which run stopped beating."""
+    if conn.dialect.name == "postgresql":
+        value = conn.execute(select(func.now())).scalar_one()
+    else:
+        # SQLite's clock is the host's; %f keeps milliseconds, which CURRENT_TIMESTAMP drops.
+        raw = conn.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
+        value = datetime.fromisoformat(raw)
+    return as_utc(value)
+
+
+_LIVE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
+
+
+class RunStore(LockTable):
+    """Repository for runs and everything that hangs off them (locks: ``LockTable``)."""
 
     def __init__(self, engine: Engine, clock: Clock = utc_now) -> None:
         self.engine = engine
@@ -87,12 +96,14 @@ class RunStore:
                     app=spec.app,
                     version=spec.version,
                     hosts=list(spec.hosts),
-                    params=spec.params,
+                    options=spec.options.to_json(),
                     tuning={},
                     emergency_reason=spec.emergency_reason,
                     cancel_requested=False,
                     node=node,
                     created_at=self.clock(),
+                    heartbeat_at=db_now(conn),
+                    lease=0,
                 )
             )
         return self.get(run_id)
@@ -136,12 +147,22 @@ class RunStore:
         error: str | None = None,
         node: str | None = None,
         tuning: dict[str, Any] | None = None,
+        fence: int | None = None,
     ) -> Run:
-        """Move a run to ``status``; refuses to move a finished run or to go backwards."""
+        """Move a run to ``status``; refuses to move a finished run or to go backwards.
+
+        With ``fence``, the move is made only while the run's lease is still that number;
+        otherwise ``LeaseLost``, so an execution that was taken over never overwrites the
+        record the node that took it over wrote."""
         with self.engine.begin() as conn:
-            current = conn.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar()
-            if current is None:
+            row = conn.execute(
+                select(runs.c.status, runs.c.lease).where(runs.c.id == run_id).with_for_update()
+            ).first()
+            if row is None:
                 raise RunNotFound(f"no run {run_id!r}")
+            current, lease = row
+            if fence is not None and lease != fence:
+                raise LeaseLost(f"run {run_id} was taken over (lease {lease}, ours {fence})")
             allowed = ALLOWED_TRANSITIONS.get(RunStatus(current), frozenset())
             if status not in allowed:
                 raise InvalidInput(f"run {run_id} cannot go from {current} to {status.value}")
@@ -149,12 +170,16 @@ class RunStore:
             now = self.clock()
             if status is RunStatus.RUNNING:
                 values["started_at"] = now
+                values["lease"] = lease + 1
+                values["heartbeat_at"] = db_now(conn)
             if status.finished:
                 values["finished_at"] = now
             for key, value in (("rc", rc), ("error", error), ("node", node), ("tuning", tuning)):
                 if value is not None:
                     values[key] = value
-            conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+            conn.execute(
+                update(runs).where(runs.c.id == run_id, runs.c.lease == lease).values(**values)
+            )
             if status.finished:
                 conn.execute(delete(locks).where(locks.c.run_id == run_id))
         return self.get(run_id)
@@ -185,9 +210,96 @@ class RunStore:
             ).scalar()
         return bool(value)
 
-    def heartbeat(self, run_id: str) -> None:
+    # -- leases: who may execute a run ----------------------------------------------------
+
+    def start(self, run_id: str, node: str) -> Run:
+        """Move a queued run to running for ``node`` with a new lease (fencing number); the
+        returned run's ``lease`` is the number its executor must hold."""
+        current = self.get(run_id).status
+        if current is not RunStatus.QUEUED:
+            raise InvalidInput(f"run {run_id} is {current.value}, not queued")
+        return self.transition(run_id, RunStatus.RUNNING, node=node)
+
+    def heartbeat(self, run_id: str, fence: int) -> bool:
+        """Renew the lease ``fence`` on the database's clock; False when it is no longer held
+        (the run was taken over or has finished)."""
         with self.engine.begin() as conn:
-            conn.execute(update(runs).where(runs.c.id == run_id).values(heartbeat_at=self.clock()))
+            done = conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.lease == fence, runs.c.status.in_(_LIVE))
+                .values(heartbeat_at=db_now(conn))
+            )
+        return done.rowcount == 1
+
+    def watch(self, run_id: str, fence: int) -> tuple[bool, bool]:
+        """``(held, cancel_requested)``: whether the lease ``fence`` is still held, and
+        whether someone asked to cancel the run."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(runs.c.lease, runs.c.status, runs.c.cancel_requested).where(
+                    runs.c.id == run_id
+                )
+            ).first()
+        if row is None:
+            return False, False
+        return row[0] == fence and row[1] in _LIVE, bool(row[2])
+
+    def take_over(
+        self, run_id: str, fence: int, error: str, stale_after: timedelta | None
+    ) -> Run | None:
+        """Interrupt a run whose owner is gone: raise its lease, mark it interrupted and
+        free its locks, in one statement that also judges staleness.
+
+        Only a run still at lease ``fence`` whose heartbeat is older than ``stale_after`` on
+        the database's clock is taken (``None`` skips the age test: the owner is known dead).
+        Of several nodes trying at once exactly one wins; the others get ``None``."""
+        with self.engine.begin() as conn:
+            query = update(runs).where(
+                runs.c.id == run_id, runs.c.lease == fence, runs.c.status.in_(_LIVE)
+            )
+            if stale_after is not None:
+                beat = func.coalesce(runs.c.heartbeat_at, runs.c.started_at, runs.c.created_at)
+                query = query.where(beat < db_now(conn) - stale_after)
+            done = conn.execute(
+                query.values(
+                    lease=runs.c.lease + 1,
+                    status=RunStatus.INTERRUPTED.value,
+                    finished_at=self.clock(),
+                    error=error,
+                )
+            )
+            if done.rowcount != 1:
+                return None
+            conn.execute(delete(locks).where(locks.c.run_id == run_id))
+        return self.get(run_id)
+
+    def ever_released(self, member: str, app: str) -> bool:
+        """Whether any release of ``member``/``app`` was ever recorded: a successful deploy
+        or rollback that was not a plan, or a host result saying which release is live."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(runs.c.id, runs.c.kind, runs.c.status, runs.c.options).where(
+                    runs.c.member == member, runs.c.app == app
+                )
+            ).all()
+            real = [r for r in rows if not RunOptions.from_json(r.options).check]
+            if any(
+                r.status == RunStatus.SUCCESSFUL.value
+                and r.kind in (RunKind.DEPLOY.value, RunKind.ROLLBACK.value)
+                for r in real
+            ):
+                return True
+            if not real:
+                return False
+            found = conn.execute(
+                select(func.count())
+                .select_from(run_hosts)
+                .where(
+                    run_hosts.c.run_id.in_([r.id for r in real]),
+                    run_hosts.c.release_after.is_not(None),
+                )
+            ).scalar()
+        return bool(found)
 
     def set_tuning(self, run_id: str, tuning: dict[str, Any]) -> None:
         with self.engine.begin() as conn:
@@ -288,48 +400,3 @@ class RunStore:
                 select(func.max(run_events.c.seq)).where(run_events.c.run_id == run_id)
             ).scalar()
         return None if value is None else int(value)
-
-    # -- locks -------------------------------------------------------------------------------
-
-    def acquire(self, run_id: str, requests: Sequence[LockRequest]) -> None:
-        """Take every lock in ``requests`` for ``run_id``, or none and raise ``LockHeld``.
-
-        Shared locks coexist with each other; an exclusive lock coexists with nothing.
-        """
-        with self.engine.begin() as conn:
-            self._serialise(conn)
-            wanted = {r.key: r for r in requests}
-            rows = conn.execute(
-                select(locks.c.key, locks.c.run_id, locks.c.mode)
-                .where(locks.c.key.in_(list(wanted)), locks.c.run_id != run_id)
-                .order_by(locks.c.acquired_at)
-            ).all()
-            for key, holder, mode in rows:
-                if wanted[key].mode is LockMode.EXCLUSIVE or LockMode(mode) is LockMode.EXCLUSIVE:
-                    raise LockHeld(key, holder)
-            now = self.clock()
-            try:
-                conn.execute(
-                    insert(locks),
-                    [
-                        {"key": r.key, "run_id": run_id, "mode": r.mode.value, "acquired_at": now}
-                        for r in wanted.values()
-                    ],
-                )
-            except IntegrityError:
-                raise InvalidInput(f"run {run_id} already holds one of these locks") from None
-
-    def release(self, run_id: str) -> int:
-        with self.engine.begin() as conn:
-            return conn.execute(delete(locks).where(locks.c.run_id == run_id)).rowcount
-
-    def held_locks(self) -> list[HeldLock]:
-        with self.engine.connect() as conn:
-            return [
-                HeldLock(r.key, r.run_id, LockMode(r.mode), _aware(r.acquired_at))  # type: ignore[arg-type]
-                for r in conn.execute(select(locks).order_by(locks.c.key, locks.c.run_id))
-            ]
-
-    def _serialise(self, conn: Connection) -> None:
-        if conn.dialect.name == "postgresql":
-            conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_TABLE_KEY)))

@@ -40,7 +40,7 @@ runs = Table(
     Column("app", String(63)),
     Column("version", String(64)),
     Column("hosts", JSON, nullable=False),
-    Column("params", JSON, nullable=False),
+    Column("options", JSON, nullable=False, server_default="{}"),
     Column("tuning", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("started_at", DateTime(timezone=True)),
@@ -50,7 +50,10 @@ runs = Table(
     Column("error", Text),
     Column("emergency_reason", Text),
     Column("cancel_requested", Boolean, nullable=False, default=False),
+    # Written with the database's clock, never a node's: staleness is judged on it.
     Column("heartbeat_at", DateTime(timezone=True)),
+    # The fencing number of the current execution (see RunStore.take_over).
+    Column("lease", Integer, nullable=False, default=0, server_default="0"),
     Index("ix_runs_status", "status"),
     Index("ix_runs_member_created", "member", "created_at"),
 )
