@@ -66,6 +66,7 @@ def one(mode: str, work: Path, lab_dir: Path) -> float:
                 ROOT / "controlplane" / "playbooks" / "deploy.yml",
                 inventory,
                 extravars,
+                limit=",".join(sorted(inventory["all"]["hosts"])),
                 tuning=tuning,
                 envvars=envvars,
             ),

@@ -74,6 +74,7 @@ def synthetic_fleet(members: int) -> Fleet:
             address=f"10.{20 + h // 250}.{h % 250}.{1 + h // 62500}",
             capacity=Capacity(vcpu=64, ram_gib=256, disk_gib=4000),  # type: ignore[arg-type]
             connection=ConnectionKind.SSH,
+            known_hosts_file="/etc/ssh/ssh_known_hosts",
         )
         for h in range(n_hosts)
     )
@@ -191,7 +192,7 @@ def _run(
         "app": "uitkering",
         "version": "1.1.0",
         "hosts": [],
-        "params": {},
+        "options": {},
         "tuning": {},
         "created_at": started,
         "started_at": started,

@@ -154,6 +154,25 @@ class SshHost:
             for pid in [self.process.pid, *descendants(self.process.pid)]:
                 _signal(pid, signal.SIGCONT)
 
+    def pose_as_impostor(self) -> None:
+        """Restart this host with a second host key that known_hosts does not hold, as a
+        machine posing as this host would present; ``restore_host_key`` undoes it."""
+        other = self.workdir / "impostor_key"
+        if not other.exists():
+            keygen(other)
+        self._swap_host_key(self.workdir / "host_key", other)
+
+    def restore_host_key(self) -> None:
+        self._swap_host_key(self.workdir / "impostor_key", self.workdir / "host_key")
+
+    def _swap_host_key(self, old: Path, new: Path) -> None:
+        text = self.config.read_text()
+        if f"HostKey {old}\n" not in text:
+            return
+        self.stop()
+        self.config.write_text(text.replace(f"HostKey {old}\n", f"HostKey {new}\n"))
+        self.start()
+
 
 def _signal(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):

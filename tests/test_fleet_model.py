@@ -24,6 +24,7 @@ def test_plain_versions_accepted(good: str) -> None:
         "1",
         "v1.2.3",
         "1.2.3 ",
+        "1.2.3\n",
         "1.2.3;id",
         "$(id)",
         "`id`",

@@ -189,6 +189,106 @@ BAD_INPUT = {
 }
 
 
+# Every free-text field reaches an Ansible inventory, where "{{ }}" would be templated on
+# the controller: each is held to a tight pattern, matched against the whole value.
+TEMPLATE = "\"{{ lookup('pipe', 'touch /tmp/cp-pwned') }}\""
+LAB4_LOCAL = "    address: 127.0.10.4\n    connection: local\n"
+BAD_INPUT.update(
+    {
+        "template-datacenter-name": (
+            "datacenter.yml",
+            "\nname: lab\n",
+            f"\nname: {TEMPLATE}\n",
+            ["datacenter.yml", "name: ", "not a plain name"],
+        ),
+        "template-timezone": (
+            "datacenter.yml",
+            "timezone: Europe/Amsterdam",
+            f"timezone: {TEMPLATE}",
+            ["datacenter.yml", "timezone", "unknown time zone"],
+        ),
+        "template-member-name": (
+            "members.yml",
+            "    name: Gemeente Utrecht, Werk en Inkomen\n",
+            f"    name: {TEMPLATE}\n",
+            ["members.yml", "members[utrecht].name", "should match pattern"],
+        ),
+        "template-app-name": (
+            "apps.yml",
+            "    name: Uitkeringsadministratie",
+            "    name: Uitkering {{ 7 * 7 }}",
+            ["apps.yml", "apps[uitkering].name", "should match pattern"],
+        ),
+        "template-version-notes": (
+            "apps.yml",
+            "        notes: health check fails after start;",
+            "        notes: x {% raw %} fails after start;",
+            ["apps.yml", "apps[uitkering].versions[2].notes", "should match pattern"],
+        ),
+        "template-host-root": (
+            "hosts.yml",
+            "    root: hosts/lab-1\n",
+            f"    root: {TEMPLATE}\n",
+            ["hosts.yml", "hosts[lab-1].root", "should match pattern"],
+        ),
+        "template-host-user": (
+            "hosts.yml",
+            LAB4_LOCAL,
+            LAB4_LOCAL + '    user: "{{ x }}"\n',
+            ["hosts.yml", "hosts[lab-4].user", "should match pattern"],
+        ),
+        "template-interpreter": (
+            "hosts.yml",
+            LAB4_LOCAL,
+            LAB4_LOCAL + f"    python_interpreter: {TEMPLATE}\n",
+            ["hosts.yml", "hosts[lab-4].python_interpreter", "should match pattern"],
+        ),
+        "template-private-key-file": (
+            "hosts.yml",
+            LAB4_LOCAL,
+            LAB4_LOCAL + f"    private_key_file: {TEMPLATE}\n",
+            ["hosts.yml", "hosts[lab-4].private_key_file", "should match pattern"],
+        ),
+        "template-known-hosts-file": (
+            "hosts.yml",
+            LAB4_LOCAL,
+            LAB4_LOCAL + f"    known_hosts_file: {TEMPLATE}\n",
+            ["hosts.yml", "hosts[lab-4].known_hosts_file", "should match pattern"],
+        ),
+        "slug-with-trailing-newline": (
+            "members.yml",
+            "  - slug: utrecht\n",
+            '  - slug: "utrecht\\n"\n',
+            ["members.yml", "members[3].slug", "should match pattern"],
+        ),
+        "version-with-trailing-newline": (
+            "apps.yml",
+            '      - version: "2.2.0"',
+            '      - version: "2.2.0\\n"',
+            ["apps.yml", "apps[reintegratie].versions[2].version", "not a plain version"],
+        ),
+        "health-path-with-trailing-newline": (
+            "apps.yml",
+            "    health_path: /healthz\n    resources: {vcpu: 1,",
+            '    health_path: "/healthz\\n"\n    resources: {vcpu: 1,',
+            ["apps.yml", "apps[uitkering].health_path", "not a URL path"],
+        ),
+        "ssh-host-without-known-hosts": (
+            "hosts.yml",
+            LAB4_LOCAL,
+            "    address: 127.0.10.4\n    connection: ssh\n",
+            ["hosts.yml", "hosts[lab-4].known_hosts_file", "known_hosts file holding its host key"],
+        ),
+        "ssh-host-known-hosts-missing": (
+            "hosts.yml",
+            LAB4_LOCAL,
+            "    address: 127.0.10.4\n    connection: ssh\n    known_hosts_file: nowhere\n",
+            ["hosts.yml", "hosts[lab-4].known_hosts_file", "no such file", "nowhere"],
+        ),
+    }
+)
+
+
 @pytest.mark.parametrize("case", sorted(BAD_INPUT))
 def test_bad_input_is_one_line_exit_2(
     case: str, lab_copy: Path, capsys: pytest.CaptureFixture[str]

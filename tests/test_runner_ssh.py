@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from controlplane.deploy.runner import PlaybookRequest, run_playbook
+from controlplane.errors import InvalidInput
 from controlplane.fleet.inventory import RenderContext, render_inventory
+from controlplane.settings import PLAYBOOKS_DIR
 from tests.conftest import ROOT, ssh_fleet
 from tests.sshd import SshLab
 
-PLAYBOOK = ROOT / "tests" / "playbooks" / "write_marker.yml"
+PATCH = PLAYBOOKS_DIR / "patch.yml"
+RECORD = "var/lib/controlplane/patch-level.json"
+
+pytestmark = pytest.mark.sshd
 
 
 def test_playbook_over_ssh_writes_under_each_host_root(ssh_lab: SshLab, tmp_path: Path) -> None:
@@ -23,7 +31,9 @@ def test_playbook_over_ssh_writes_under_each_host_root(ssh_lab: SshLab, tmp_path
         return True
 
     result = run_playbook(
-        PlaybookRequest(PLAYBOOK, inventory, extravars={"marker_token": "t-42"}),
+        PlaybookRequest(
+            PATCH, inventory, extravars={"cp_patch_level": "t-42"}, limit="host1,host2"
+        ),
         tmp_path / "runner",
         "run-1",
         event_handler=on_event,
@@ -36,13 +46,12 @@ def test_playbook_over_ssh_writes_under_each_host_root(ssh_lab: SshLab, tmp_path
         assert stats.failures == 0 and stats.dark == 0
         assert stats.changed == 2, f"{name}: {stats}"
     for host in ssh_lab.hosts[:2]:
-        marker = host.root / "var/lib/controlplane/marker"
-        assert marker.read_text() == f"{host.name} {host.address} t-42\n"
+        record = json.loads((host.root / RECORD).read_text())
+        assert (record["level"], record["mode"]) == ("t-42", "simulate")
     # The other hosts were not touched: each host sees only its own root.
     for host in ssh_lab.hosts[2:]:
         assert not (host.root / "var").exists()
     assert "playbook_on_stats" in events
-    assert events.count("runner_on_ok") == 4
 
 
 def test_stopped_host_is_reported_unreachable(ssh_lab: SshLab, tmp_path: Path) -> None:
@@ -51,7 +60,7 @@ def test_stopped_host_is_reported_unreachable(ssh_lab: SshLab, tmp_path: Path) -
     ssh_lab.hosts[1].stop()
 
     result = run_playbook(
-        PlaybookRequest(PLAYBOOK, inventory, extravars={"marker_token": "x"}),
+        PlaybookRequest(PATCH, inventory, extravars={"cp_patch_level": "x"}, limit="host1,host2"),
         tmp_path / "runner",
         "run-2",
     )
@@ -59,5 +68,23 @@ def test_stopped_host_is_reported_unreachable(ssh_lab: SshLab, tmp_path: Path) -
     assert result.status == "failed"
     assert result.stats["host1"].dark == 0
     assert result.stats["host2"].dark == 1
-    assert (ssh_lab.hosts[0].root / "var/lib/controlplane/marker").exists()
+    assert (ssh_lab.hosts[0].root / RECORD).exists()
     assert not (ssh_lab.hosts[1].root / "var").exists()
+
+
+def test_playbook_outside_the_package_is_refused_before_anything_runs(
+    ssh_lab: SshLab, tmp_path: Path
+) -> None:
+    fleet = ssh_fleet(ssh_lab, hosts=1)
+    inventory = render_inventory(fleet, RenderContext(tmp_path, sys.executable))
+    outside = ROOT / "tests" / "playbooks" / "write_marker.yml"
+
+    with pytest.raises(InvalidInput, match=r"^playbook: 'write_marker.yml' is not one of"):
+        run_playbook(
+            PlaybookRequest(outside, inventory, {"marker_token": "x"}, limit="host1"),
+            tmp_path / "runner",
+            "run-3",
+        )
+
+    assert not (tmp_path / "runner").exists()
+    assert not (ssh_lab.hosts[0].root / "var").exists()

@@ -53,6 +53,24 @@ def mask(value: Any, secrets: Iterable[str]) -> Any:
     return value
 
 
+# What ssh (linear) and mitogen say when a host's key is not the one known_hosts holds.
+_HOST_KEY_SIGNS = (
+    "host key verification failed",
+    "remote host identification has changed",
+    "mismatching host key",
+    "host key for",  # "Host key for [h]:p has changed and you have requested strict checking"
+)
+HOST_KEY_MISMATCH = "host key mismatch"
+
+
+def unreachable_reason(msg: Any) -> str:
+    """Why a host could not be reached, in a few words for the run's error."""
+    text = str(msg or "").lower()
+    if any(sign in text for sign in _HOST_KEY_SIGNS):
+        return HOST_KEY_MISMATCH
+    return "unreachable"
+
+
 def _text(value: Any) -> str:
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "…"
@@ -87,6 +105,8 @@ def to_run_event(
             kept["no_log"] = True
         elif name in ("runner_on_failed", "runner_on_unreachable") and "msg" in res:
             kept["msg"] = _text(res["msg"])
+        if name == "runner_on_unreachable":
+            kept["reason"] = unreachable_reason(res.get("msg"))
         if data.get("task") in REPORT_TASKS and isinstance(res.get("msg"), Mapping):
             kept["report"] = dict(res["msg"])
     if name == "playbook_on_stats":

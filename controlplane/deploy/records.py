@@ -28,8 +28,22 @@ class PlayOutcome:
         return {h for h, s in self.result.stats.items() if s.failures}
 
     @property
-    def unreachable_hosts(self) -> set[str]:
-        return {h for h, s in self.result.stats.items() if s.dark}
+    def unreachable_hosts(self) -> dict[str, str]:
+        """Each unreachable host and why ("host key mismatch", or "unreachable")."""
+        reasons = {
+            e.host: str(e.data.get("reason") or "unreachable")
+            for e in self.events
+            if e.event == "runner_on_unreachable" and e.host
+        }
+        return {h: reasons.get(h, "unreachable") for h, s in self.result.stats.items() if s.dark}
+
+    def host_problems(self) -> str:
+        """The failed and unreachable hosts in one line for a run's error, e.g.
+        "srv-01: host key mismatch, srv-02: failed"; empty when every host was fine."""
+        dark = self.unreachable_hosts
+        parts = [_problem(h, dark[h]) for h in sorted(dark)]
+        parts += [f"{h}: failed" for h in sorted(self.failed_hosts - set(dark))]
+        return ", ".join(parts)
 
     @property
     def ended(self) -> RunStatus | None:
@@ -101,12 +115,18 @@ def record_hosts(
 
 
 def summary(verdict: RolloutVerdict) -> str:
+    """One line for the run's error; an unreachable host says why ("host key mismatch")."""
     bad = [
-        f"{v.host} {v.state.value}"
+        _problem(v.host, v.reason) if v.reason else f"{v.host} {v.state.value}"
         for v in verdict.hosts
         if v.state not in (HostState.SWITCHED, HostState.UNCHANGED)
     ]
     return "rollout stopped: " + ", ".join(bad) if bad else "rollout complete"
+
+
+def _problem(host: str, reason: str) -> str:
+    # "srv-01: host key mismatch" and "srv-01: unreachable" read the same way in an error.
+    return f"{host}: {reason}"
 
 
 def prune_artifacts(root: Path, keep: int) -> None:

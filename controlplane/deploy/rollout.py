@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
 from controlplane.errors import InvalidInput
 
-_SERIAL_RE = re.compile(r"^(?:(\d+)|(\d+(?:\.\d+)?)%)$")
-_PERCENT_RE = re.compile(r"^(\d+(?:\.\d+)?)%?$")
+_SERIAL_RE = re.compile(r"(?:([0-9]+)|([0-9]+(?:\.[0-9]+)?)%)")
+_PERCENT_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)%?")
 
 
 @dataclass(frozen=True)
@@ -23,17 +23,17 @@ class Serial:
 
     def __post_init__(self) -> None:
         if (self.count is None) == (self.percent is None):
-            raise InvalidInput("--serial: give a host count (2) or a percentage (50%)")
+            raise InvalidInput("serial: give a host count (2) or a percentage (50%)")
         if self.count is not None and self.count < 1:
-            raise InvalidInput("--serial: the batch size must be at least 1")
+            raise InvalidInput("serial: the batch size must be at least 1")
         if self.percent is not None and not 0 < self.percent <= 100:
-            raise InvalidInput("--serial: a percentage must be above 0% and at most 100%")
+            raise InvalidInput("serial: a percentage must be above 0% and at most 100%")
 
     @staticmethod
     def parse(text: str) -> Serial:
-        match = _SERIAL_RE.match(text.strip())
+        match = _SERIAL_RE.fullmatch(text.strip())
         if not match:
-            raise InvalidInput(f"--serial: {text!r} is not a host count (2) or percentage (50%)")
+            raise InvalidInput(f"serial: {text!r} is not a host count (2) or percentage (50%)")
         if match.group(1) is not None:
             return Serial(count=int(match.group(1)))
         return Serial(percent=float(match.group(2)))
@@ -50,13 +50,13 @@ class Serial:
 
 
 def parse_max_fail(text: str) -> float:
-    """``--max-fail P%``: the rollout stops when a batch's failures exceed P percent."""
-    match = _PERCENT_RE.match(text.strip())
+    """``max_fail`` (P%): the rollout stops when a batch's failures exceed P percent."""
+    match = _PERCENT_RE.fullmatch(text.strip())
     if not match:
-        raise InvalidInput(f"--max-fail: {text!r} is not a percentage like 25%")
+        raise InvalidInput(f"max_fail: {text!r} is not a percentage like 25%")
     value = float(match.group(1))
     if not 0 <= value <= 100:
-        raise InvalidInput(f"--max-fail: {text!r} must be between 0% and 100%")
+        raise InvalidInput(f"max_fail: {text!r} must be between 0% and 100%")
     return value
 
 
@@ -95,6 +95,7 @@ class HostVerdict:
     state: HostState
     before: str | None
     after: str | None
+    reason: str | None = None  # why an unreachable host was not reached
 
 
 @dataclass(frozen=True)
@@ -126,10 +127,11 @@ def judge(
     hosts: list[str],
     version: str,
     reports: list[ReleaseReport],
-    failed: set[str],
-    unreachable: set[str],
+    failed: Collection[str],
+    unreachable: Collection[str],
 ) -> RolloutVerdict:
-    """Each host's fate from its reports and the run's per-host stats."""
+    """Each host's fate from its reports and the run's per-host stats. ``unreachable`` may
+    map each host to the reason it was not reached."""
     by_host: dict[str, list[ReleaseReport]] = {}
     for r in reports:
         by_host.setdefault(r.host, []).append(r)
@@ -138,8 +140,10 @@ def judge(
         mine = by_host.get(host, [])
         before = _common(r.before for r in mine)
         after = _common(r.after for r in mine)
+        reason = None
         if host in unreachable:
             state = HostState.UNREACHABLE
+            reason = unreachable[host] if isinstance(unreachable, Mapping) else "unreachable"
         elif host in failed or any(not r.healthy for r in mine):
             state = HostState.FAILED
         elif not mine:
@@ -152,7 +156,7 @@ def judge(
             )
         else:
             state = HostState.FAILED
-        verdicts.append(HostVerdict(host, state, before, after))
+        verdicts.append(HostVerdict(host, state, before, after, reason))
     return RolloutVerdict(tuple(verdicts))
 
 

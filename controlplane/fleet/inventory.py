@@ -4,14 +4,22 @@ Groups: ``member_<slug>`` and ``app_<slug>`` (dashes become underscores, which A
 requires of group names). Host vars carry the connection settings, the explicit
 interpreter (discovery picks a broken shim on these machines), the host's root prefix and
 the instances it runs.
+
+SSH hosts are always connected to with host key checking on, against the host's own
+known_hosts file. What Ansible reads is written by ``unsafe_yaml``: every string value is
+tagged ``!unsafe``, so a "{{ ... }}" that slipped into the data stays text and is never
+templated on the controller.
 """
 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from controlplane.fleet.model import ConnectionKind, Fleet, Host
 
@@ -60,18 +68,58 @@ def host_vars(fleet: Fleet, host: Host, ctx: RenderContext) -> dict[str, Any]:
             out["ansible_user"] = host.user
         if host.private_key_file:
             out["ansible_ssh_private_key_file"] = host.private_key_file
-        if host.known_hosts_file:
-            out["ansible_ssh_common_args"] = shlex.join(
-                [
-                    "-o",
-                    f"UserKnownHostsFile={host.known_hosts_file}",
-                    "-o",
-                    "StrictHostKeyChecking=yes",
-                ]
-            )
+        # Both the stock ssh plugin and mitogen read this var before any environment
+        # default (ansible-runner's is False); mitogen then passes StrictHostKeyChecking=yes.
+        out["ansible_host_key_checking"] = True
+        out["ansible_ssh_common_args"] = ssh_common_args(host)
     if host.become:
         out["ansible_become"] = True
     return out
+
+
+def ssh_common_args(host: Host) -> str:
+    """Check the host's key against its own known_hosts file only, and never add to it."""
+    if host.known_hosts_file is None:  # the model refuses this; never fall back to trust
+        raise ValueError(f"host {host.name}: an ssh host needs a known_hosts_file")
+    return shlex.join(
+        [
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={host.known_hosts_file}",
+            "-o",
+            "UpdateHostKeys=no",
+        ]
+    )
+
+
+class _Unsafe(str):
+    """A string Ansible must take as data, never as a template."""
+
+
+class _UnsafeDumper(yaml.SafeDumper):
+    pass
+
+
+_UnsafeDumper.add_representer(
+    _Unsafe, lambda dumper, value: dumper.represent_scalar("!unsafe", str(value))
+)
+
+
+def _tag(value: Any) -> Any:
+    # Only values: keys are host, group and variable names, all matched by strict patterns.
+    if isinstance(value, str):
+        return _Unsafe(value)
+    if isinstance(value, Mapping):
+        return {str(k): _tag(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_tag(v) for v in value]
+    return value
+
+
+def unsafe_yaml(data: Mapping[str, Any]) -> str:
+    """``data`` as YAML for Ansible with every string value tagged ``!unsafe``."""
+    return yaml.dump(_tag(data), Dumper=_UnsafeDumper, sort_keys=False, allow_unicode=True)
 
 
 def render_inventory(fleet: Fleet, ctx: RenderContext, member: str | None = None) -> dict[str, Any]:

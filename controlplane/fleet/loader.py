@@ -5,7 +5,9 @@ Every problem becomes one ``FleetInvalid`` line naming the file and the field.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,12 +15,21 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from controlplane.errors import FleetInvalid
-from controlplane.fleet.model import App, Fleet, Host, Member, Stack, StackApp
+from controlplane.fleet.model import (
+    App,
+    Fleet,
+    Host,
+    Member,
+    Stack,
+    StackApp,
+)
+from controlplane.fleet.patterns import PATH_RE, check_datacenter
 
 FILES = ("datacenter", "members", "hosts", "apps", "stacks")
 DATACENTER_KEYS = {"name", "timezone"}
 
 R = TypeVar("R")
+_LABEL_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -74,7 +85,8 @@ def _path(prefix: str, loc: tuple[int | str, ...], raw: Any) -> str:
                 node = node[part]
                 if isinstance(node, dict):
                     named = node.get("slug", node.get("name"))
-                    if isinstance(named, str):
+                    # A name that is itself the problem (a newline, braces) is shown by index.
+                    if isinstance(named, str) and _LABEL_RE.fullmatch(named):
                         label = named
             out += f"[{label}]"
         else:
@@ -173,13 +185,19 @@ def load_fleet(directory: Path, on_file: Callable[[Path], None] | None = None) -
         if key not in DATACENTER_KEYS:
             raise FleetInvalid(str(key), "unknown field", dc_file)
     name = dc.get("name")
-    if not isinstance(name, str) or not name:
-        raise FleetInvalid("name", "required text field is missing", dc_file)
     timezone = dc.get("timezone", "Europe/Amsterdam")
+    try:
+        name = check_datacenter(name, timezone)
+    except FleetInvalid as exc:
+        raise exc.in_file(dc_file) from None
     _check_zone(timezone, dc_file)
 
     members = _section(docs["members"], "members", Member, str(files["members"]))
-    hosts = _section(docs["hosts"], "hosts", Host, str(files["hosts"]))
+    hosts_file = str(files["hosts"])
+    hosts = tuple(
+        _host_files(h, directory, hosts_file)
+        for h in _section(docs["hosts"], "hosts", Host, hosts_file)
+    )
     apps = _section(docs["apps"], "apps", App, str(files["apps"]))
     stacks = _stacks(docs["stacks"], str(files["stacks"]))
     try:
@@ -189,6 +207,28 @@ def load_fleet(directory: Path, on_file: Callable[[Path], None] | None = None) -
     except FleetInvalid as exc:
         section = exc.field.split(".")[0].split("[")[0]
         raise exc.in_file(str(files.get(section, directory))) from None
+
+
+def _host_files(host: Host, directory: Path, file: str) -> Host:
+    """Key and known_hosts paths written relative to the fleet directory, made absolute; the
+    known_hosts file must exist, or every connection to the host would be refused."""
+    key = _beside(host.private_key_file, directory)
+    known = _beside(host.known_hosts_file, directory)
+    for field, value in (("private_key_file", key), ("known_hosts_file", known)):
+        if value is not None and not PATH_RE.fullmatch(value):
+            problem = f"{value!r} (relative to the fleet directory) is not a plain path"
+            raise FleetInvalid(f"hosts[{host.name}].{field}", problem, file)
+    if known is not None and not Path(known).is_file():
+        raise FleetInvalid(f"hosts[{host.name}].known_hosts_file", f"no such file {known}", file)
+    if (key, known) == (host.private_key_file, host.known_hosts_file):
+        return host
+    return replace(host, private_key_file=key, known_hosts_file=known)
+
+
+def _beside(path: str | None, directory: Path) -> str | None:
+    if path is None or Path(path).is_absolute():
+        return path
+    return str((directory / path).resolve())
 
 
 def _check_zone(value: Any, file: str) -> None:

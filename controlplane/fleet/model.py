@@ -7,17 +7,22 @@ what no single record can: references, duplicates, ports and capacity.
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
-from typing import Annotated, TypeVar
+from typing import TypeVar
 
-from packaging.version import InvalidVersion, Version
-from pydantic import ConfigDict, Field, StrictBool, StrictStr, field_validator, model_validator
+from packaging.version import Version
+from pydantic import (
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.dataclasses import dataclass as record
 
 from controlplane.errors import (
@@ -28,44 +33,28 @@ from controlplane.errors import (
     VersionNotFound,
 )
 
+# Other modules import these from here; they live in fleet.patterns.
+from controlplane.fleet.patterns import HOSTNAME_RE as HOSTNAME_RE
+from controlplane.fleet.patterns import SLUG_RE as SLUG_RE
+from controlplane.fleet.patterns import (
+    Address,
+    FilePath,
+    HealthPath,
+    HostName,
+    Interpreter,
+    NonNegativeAmount,
+    Notes,
+    PlainVersion,
+    Port,
+    PositiveAmount,
+    Text,
+    UserName,
+    check_datacenter,
+)
+from controlplane.fleet.patterns import Slug as Slug
+from controlplane.fleet.patterns import check_version as check_version
+
 STRICT = ConfigDict(extra="forbid")
-
-SLUG_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
-HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
-# Plain release numbers with an optional pre-release tag: digits, dots, letters, one dash.
-# Nothing here can carry a shell metacharacter, a space or a path separator.
-VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+){1,3}(-[0-9A-Za-z]+(\.[0-9A-Za-z]+)*)?$")
-HEALTH_PATH_RE = re.compile(r"^/[A-Za-z0-9._~/-]*$")
-
-Slug = Annotated[StrictStr, Field(pattern=SLUG_RE.pattern, max_length=63)]
-PositiveAmount = Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=3)]
-NonNegativeAmount = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=3)]
-Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
-
-
-def check_version(value: str) -> str:
-    """Accept a plain version string; reject anything else with a reason."""
-    if not isinstance(value, str):
-        raise ValueError(f"version must be a quoted string, got {value!r}")
-    if not VERSION_RE.match(value):
-        raise ValueError(f"{value!r} is not a plain version like 1.2.3")
-    try:
-        Version(value)
-    except InvalidVersion:
-        raise ValueError(f"{value!r} is not a plain version like 1.2.3") from None
-    return value
-
-
-def check_address(value: str) -> str:
-    """An IP address or a DNS hostname."""
-    try:
-        ipaddress.ip_address(value)
-        return value
-    except ValueError:
-        pass
-    if len(value) > 253 or not HOSTNAME_RE.match(value) or value.replace(".", "").isdigit():
-        raise ValueError(f"{value!r} is not an IP address or host name")
-    return value
 
 
 class ConnectionKind(Enum):
@@ -121,45 +110,48 @@ class Capacity(Resources):
 @record(frozen=True, config=STRICT)
 class Member:
     slug: Slug
-    name: StrictStr
+    name: Text
     slo: float = Field(gt=0, lt=1)
     deploy_policy: DeployPolicy = DeployPolicy.AVOID_FREEZES
 
 
 @record(frozen=True, config=STRICT)
 class Host:
-    """A shared machine. ``root`` prefixes every path the playbooks touch on it."""
+    """A shared machine. ``root`` prefixes every path the playbooks touch on it.
 
-    name: Annotated[StrictStr, Field(pattern=HOSTNAME_RE.pattern, max_length=63)]
-    address: StrictStr
+    An SSH host must name the known_hosts file that holds its host key: keys are always
+    checked, and a host presenting any other key is not connected to."""
+
+    name: HostName
+    address: Address
     capacity: Capacity
     connection: ConnectionKind = ConnectionKind.SSH
     process_manager: ProcessManager = ProcessManager.PIDFILE
     port: Port = 22
-    user: Annotated[StrictStr, Field(pattern=r"^[a-z_][a-z0-9_-]*$")] | None = None
+    user: UserName | None = None
     become: StrictBool = False
-    python_interpreter: Annotated[StrictStr, Field(pattern=r"^/[A-Za-z0-9._/-]+$")] | None = None
-    private_key_file: StrictStr | None = None
-    known_hosts_file: StrictStr | None = None
+    python_interpreter: Interpreter | None = None
+    private_key_file: FilePath | None = None
+    known_hosts_file: FilePath | None = Field(default=None, validate_default=True)
     # Relative roots are resolved against the data dir (the lab); absolute ones are used as is.
-    root: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._/-]+$")] | None = None
+    root: FilePath | None = None
 
-    @field_validator("address")
+    @field_validator("known_hosts_file")
     @classmethod
-    def _address(cls, value: str) -> str:
-        return check_address(value)
+    def _known_hosts(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("connection", ConnectionKind.SSH) is ConnectionKind.SSH:
+            raise ValueError(
+                "an ssh host needs the known_hosts file holding its host key "
+                "(the system one is /etc/ssh/ssh_known_hosts)"
+            )
+        return value
 
 
 @record(frozen=True, config=STRICT)
 class AppVersion:
-    version: StrictStr
+    version: PlainVersion
     broken: StrictBool = False
-    notes: StrictStr = ""
-
-    @field_validator("version", mode="before")
-    @classmethod
-    def _version(cls, value: object) -> object:
-        return check_version(value)  # type: ignore[arg-type]
+    notes: Notes = ""
 
     @property
     def parsed(self) -> Version:
@@ -169,17 +161,10 @@ class AppVersion:
 @record(frozen=True, config=STRICT)
 class App:
     slug: Slug
-    name: StrictStr
-    health_path: StrictStr
+    name: Text
+    health_path: HealthPath
     resources: Resources
     versions: tuple[AppVersion, ...] = Field(min_length=1)
-
-    @field_validator("health_path")
-    @classmethod
-    def _health_path(cls, value: str) -> str:
-        if not HEALTH_PATH_RE.match(value):
-            raise ValueError(f"{value!r} is not a URL path like /healthz")
-        return value
 
     @model_validator(mode="after")
     def _unique_versions(self) -> App:
@@ -204,7 +189,7 @@ class App:
 
 @record(frozen=True, config=STRICT)
 class Instance:
-    host: StrictStr
+    host: HostName
     port: Port
 
 
@@ -213,14 +198,9 @@ class StackApp:
     """One member's deployment of one app: version, placement, and optional sizing."""
 
     app: Slug
-    version: StrictStr
+    version: PlainVersion
     instances: tuple[Instance, ...] = Field(min_length=1)
     resources: Resources | None = None  # per replica; the catalogue's when absent
-
-    @field_validator("version", mode="before")
-    @classmethod
-    def _version(cls, value: object) -> object:
-        return check_version(value)  # type: ignore[arg-type]
 
     @property
     def replicas(self) -> int:
@@ -262,6 +242,7 @@ class Fleet:
     _by_app: dict[str, App] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        check_datacenter(self.name, self.timezone)
         object.__setattr__(self, "_by_member", _index(self.members, "members", "slug"))
         object.__setattr__(self, "_by_host", _index(self.hosts, "hosts", "name"))
         object.__setattr__(self, "_by_app", _index(self.apps, "apps", "slug"))
