@@ -11,15 +11,18 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from controlplane.errors import InvalidInput
+from controlplane.files import refuse_loose, refuse_loose_tree
 
 # Playbooks, report templates, migrations and the shipped fleets live inside the package,
 # so a plain (non-editable) install finds them wherever the CLI runs.
@@ -67,6 +70,18 @@ class Settings(BaseSettings):
     metrics_port: int = Field(
         default=9480, ge=0, le=65535, description="serve: /metrics port (0: any free port)"
     )
+    metrics_public: bool = Field(
+        default=False, description="serve: /metrics without a token (else metrics or admin)"
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=16 * 1024 * 1024, description="serve: API body limit"
+    )
+    server: str | None = Field(
+        default=None, description="remote CLI: the control plane to talk to over HTTP"
+    )
+    token: SecretStr | None = Field(
+        default=None, description="remote CLI: the API token sent to the server (a secret)"
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -86,7 +101,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = Path(os.environ.get("CONTROLPLANE_CONFIG", "controlplane.toml"))
+        toml_file = config_file()
         return (
             init_settings,
             env_settings,
@@ -102,6 +117,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.resolved_data_dir / 'controlplane.db'}"
+
+    @property
+    def masked_database_url(self) -> str:
+        """The database URL with its password replaced by ``***``: the only form to show."""
+        return mask_database_url(self.resolved_database_url)
 
     @property
     def resolved_vault_password_file(self) -> Path | None:
@@ -120,13 +140,43 @@ class Settings(BaseSettings):
         return shipped if shipped.exists() else self.fleet.resolve()
 
 
+def config_file() -> Path:
+    """The TOML settings file: ``CONTROLPLANE_CONFIG``, else ``./controlplane.toml``."""
+    return Path(os.environ.get("CONTROLPLANE_CONFIG", "controlplane.toml"))
+
+
+def mask_database_url(url: str) -> str:
+    """``url`` without its password, also when it does not parse as a SQLAlchemy URL."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        # Unparseable: keep the scheme and the part after the last "@", drop the credentials.
+        if "@" not in url:
+            return url
+        scheme, sep, _ = url.partition("://")
+        host = url.rsplit("@", 1)[1]
+        return f"{scheme}{sep}***@{host}" if sep else f"***@{host}"
+
+
+def refuse_loose_files(settings: Settings) -> None:
+    """Refuse a config file, fleet or vault password file that group or others may write."""
+    refuse_loose(config_file().absolute(), "config file")
+    vault_password = settings.resolved_vault_password_file
+    if vault_password is not None:
+        refuse_loose(vault_password, "vault password file")
+    refuse_loose_tree(settings.resolved_fleet, "fleet dir")
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings, turning validation errors into one-line ``InvalidInput``."""
+    """Build settings, turning validation errors into one-line ``InvalidInput``, and refuse
+    loose trusted files (see ``controlplane.files``)."""
     clean = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings(**clean)
+        settings = Settings(**clean)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "settings"
         msg = str(err["msg"]).removeprefix("Value error, ")
         raise InvalidInput(f"setting {field}: {msg}") from None
+    refuse_loose_files(settings)
+    return settings

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,12 +119,18 @@ def ssh_lab_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshLab
 
 
 @pytest.fixture
-def ssh_lab(ssh_lab_session: SshLab, tmp_path: Path) -> Iterator[SshLab]:
-    """Four running sshd hosts (127.0.0.2-5), each with a fresh, empty root directory."""
+def ssh_lab(ssh_lab_session: SshLab) -> Iterator[SshLab]:
+    """Four running sshd hosts (127.0.0.2-5), each with a fresh, empty root directory.
+
+    The roots are not under pytest's private (0700) tmp dir: the playbooks run each
+    member's app as that member's system user, which must be able to reach its files."""
     ssh_lab_session.ensure_running()
-    ssh_lab_session.fresh_roots(tmp_path / "roots")
+    roots = Path(tempfile.mkdtemp(prefix="cp-roots-"))
+    roots.chmod(0o711)
+    ssh_lab_session.fresh_roots(roots)
     yield ssh_lab_session
     ssh_lab_session.ensure_running()
+    shutil.rmtree(roots, ignore_errors=True)
 
 
 def remote_python() -> str:

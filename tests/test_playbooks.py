@@ -10,6 +10,7 @@ mutates it and runs last.
 from __future__ import annotations
 
 import os
+import pwd
 import secrets
 import shutil
 import stat
@@ -145,6 +146,8 @@ def test_fresh_deploy_serves_the_version_on_each_instance(deployed: Deployed) ->
             "after": "1.0.0",
             "healthy": True,
             "error": None,
+            # Local-connection (lab) hosts run the apps as the control plane's own user.
+            "user": pwd.getpwuid(os.getuid()).pw_name,
         }
         assert http_get(address, port_of(lab, host), "/version") == (
             200,
@@ -418,6 +421,11 @@ def test_playbooks_pass_ansible_lint() -> None:
     env = {**os.environ, "PATH": f"{lint.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env["NO_COLOR"] = "1"
     proc = subprocess.run(
-        [str(lint), "controlplane/playbooks/"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        [str(lint), "controlplane/playbooks/"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

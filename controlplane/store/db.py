@@ -12,16 +12,20 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from controlplane.errors import InvalidInput, StoreUnavailable
+from controlplane.settings import mask_database_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and serialised writers."""
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and serialised writers.
+
+    Errors show the URL without its password (it may hold the database's secret)."""
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise InvalidInput(f"database URL {url!r} is not a SQLAlchemy URL") from None
+        masked = mask_database_url(url)
+        raise InvalidInput(f"database URL {masked!r} is not a SQLAlchemy URL") from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -32,7 +36,8 @@ def make_engine(url: str) -> Engine:
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         return create_engine(parsed, pool_pre_ping=True)
-    raise InvalidInput(f"database URL {url!r}: only sqlite and postgresql are supported")
+    masked = parsed.render_as_string(hide_password=True)
+    raise InvalidInput(f"database URL {masked!r}: only sqlite and postgresql are supported")
 
 
 def _sqlite_immediate(engine: Engine) -> None:
@@ -68,6 +73,10 @@ def migrate(engine: Engine) -> None:
         # Drivers add hint lines ("Is the server running…"); one line is the contract.
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "unreachable"
         where = engine.url.render_as_string(hide_password=True)
+        password = engine.url.password
+        if password:
+            # libpq quotes the connection string in some messages; never echo the secret.
+            reason = reason.replace(str(password), "***")
         raise StoreUnavailable(f"database {where}: {reason}") from None
 
 

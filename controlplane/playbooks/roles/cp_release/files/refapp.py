@@ -13,7 +13,7 @@ The secret ``db_password`` is read, never logged, printed or served.
 Commands (the playbooks drive the ``pidfile`` process manager through them)::
 
     refapp.py serve  --config C [--pidfile P]           run in the foreground (systemd)
-    refapp.py ensure --config C --pidfile P --log L [--restart]
+    refapp.py ensure --config C --pidfile P --log L [--restart] [--user U]
     refapp.py stop   --pidfile P
     refapp.py status --pidfile P
 
@@ -23,6 +23,9 @@ to or when the running process serves another release or another config than the
 next run). It prints one JSON line ``{"action": "running"|"started"|"restarted", ...}``.
 The daemon is detached with a double fork, gets a minimal environment (nothing of the
 deploying process leaks into it), logs to the ``--log`` file and stops cleanly on SIGTERM.
+With ``--user`` (run by root) the daemon drops to that user and its group before it reads
+anything, so the app never holds root's rights; a process running as another user than
+the one asked for is restarted.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import hashlib
 import json
 import logging
 import os
+import pwd
 import select
 import signal
 import sys
@@ -138,7 +142,12 @@ def serve(config_path: str, pidfile: str | None, ready_fd: int | None) -> int:
     release = os.path.dirname(config_path)
     if pidfile:
         write_atomic(pidfile, f"{os.getpid()}\n", 0o644)
-        state = {"pid": os.getpid(), "release": release, "config_sha256": digest}
+        state = {
+            "pid": os.getpid(),
+            "uid": os.getuid(),
+            "release": release,
+            "config_sha256": digest,
+        }
         write_atomic(state_path(pidfile), json.dumps(state) + "\n", 0o600)
 
     def on_term(signum: int, _frame: object) -> None:
@@ -237,8 +246,35 @@ def stop(pidfile: str) -> bool:
     return True
 
 
-def start(config_path: str, pidfile: str, log: str) -> int:
-    """Daemonise ``serve`` (double fork, new session, clean env); wait until it is ready."""
+def target_uid(user: str | None) -> int:
+    """The uid the app must run as: ``user``'s, or ours when no user is asked for."""
+    if user is None:
+        return os.getuid()
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        raise RuntimeError(f"user {user} does not exist") from None
+    if os.geteuid() != 0 and uid != os.geteuid():
+        raise RuntimeError(f"cannot run the app as {user}: only root can switch users")
+    return uid
+
+
+def drop_to(user: str, paths: list[str]) -> None:
+    """Become ``user`` (its own group only, no supplementary groups) and check it can read
+    ``paths``, so a closed directory on the way is reported, not a silent exit."""
+    entry = pwd.getpwnam(user)
+    if os.getuid() != entry.pw_uid:
+        os.setgroups([])
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+    for path in paths:
+        if not os.access(path, os.R_OK):
+            raise RuntimeError(f"user {user} cannot read {path} (a directory on the way is closed)")
+
+
+def start(config_path: str, pidfile: str, log: str, user: str | None = None) -> int:
+    """Daemonise ``serve`` (double fork, new session, clean env, as ``user`` when given);
+    wait until it is ready."""
     for path in (pidfile, log):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     script = os.path.realpath(__file__)
@@ -261,6 +297,8 @@ def start(config_path: str, pidfile: str, log: str) -> int:
                 os._exit(0)
             os.chdir("/")
             os.umask(0o027)
+            if user is not None:
+                drop_to(user, [script, os.path.realpath(config_path)])
             out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             null = os.open(os.devnull, os.O_RDONLY)
             os.dup2(null, 0)
@@ -268,7 +306,9 @@ def start(config_path: str, pidfile: str, log: str) -> int:
             os.dup2(out, 2)
             os.set_inheritable(wfd, True)
             os.execve(sys.executable, [*argv, "--ready-fd", str(wfd)], DAEMON_ENV)
-        except BaseException:
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.write(wfd, f"error: {exc}".encode()[:500])
             os._exit(127)
     os.close(wfd)
     os.waitpid(child, 0)
@@ -290,12 +330,17 @@ def start(config_path: str, pidfile: str, log: str) -> int:
     return pid if pid is not None else -1
 
 
-def ensure(config_path: str, pidfile: str, log: str, restart: bool) -> dict[str, Any]:
+def ensure(
+    config_path: str, pidfile: str, log: str, restart: bool, user: str | None = None
+) -> dict[str, Any]:
     release = os.path.dirname(os.path.realpath(config_path))
+    uid = target_uid(user)
     pid = running_pid(pidfile)
     if pid is not None and not restart:
         state = running_state(pidfile)
-        if state.get("release") != release:
+        if state.get("uid") != uid:
+            restart, reason = True, "the app's user changed"
+        elif state.get("release") != release:
             restart, reason = True, "the live release changed"
         elif state.get("config_sha256") != file_digest(config_path):
             restart, reason = True, "the config changed"
@@ -304,7 +349,7 @@ def ensure(config_path: str, pidfile: str, log: str, restart: bool) -> dict[str,
     else:
         reason = "requested" if restart else "not running"
     stopped = stop(pidfile)
-    new_pid = start(config_path, pidfile, log)
+    new_pid = start(config_path, pidfile, log, user)
     action = "restarted" if stopped else "started"
     return {"action": action, "pid": new_pid, "release": release, "reason": reason}
 
@@ -324,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     p_ensure.add_argument("--pidfile", required=True)
     p_ensure.add_argument("--log", required=True)
     p_ensure.add_argument("--restart", action="store_true")
+    p_ensure.add_argument("--user", help="run the app as this user (needs root)")
     for name in ("stop", "status"):
         sub.add_parser(name).add_argument("--pidfile", required=True)
     args = parser.parse_args(argv)
@@ -332,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args.config, args.pidfile, args.ready_fd)
     if args.command == "ensure":
         try:
-            result = ensure(args.config, args.pidfile, args.log, args.restart)
+            result = ensure(args.config, args.pidfile, args.log, args.restart, args.user)
         except (ConfigError, OSError, RuntimeError) as exc:
             print(json.dumps({"action": "failed", "error": str(exc)}))
             return 1
