@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import shutil
 import subprocess
 from collections import defaultdict
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.cli import run
-from controlplane.costs.export import FOCUS_COLUMNS
+from controlplane.costs.export import FOCUS_COLUMNS, csv_cell, render_csv
 from controlplane.costs.ledger import Ledger
 from controlplane.costs.loader import load_costs
 from controlplane.costs.periods import Period, PeriodRange
@@ -102,3 +103,81 @@ def test_csv_uses_focus_columns_and_its_sums_match_the_pools(reports: Path, ledg
         if r["x_AllocatedRatio"]:
             ratios[r["x_CostPool"]] += Decimal(r["x_AllocatedRatio"])
     assert all(abs(total - 1) < Decimal("1e-8") for total in ratios.values())
+
+
+# -- names that must stay text: no formulas in the CSV, no mathtext in the charts ----------------
+
+HOSTILE_POOLS = {
+    "    name: Energy": '    name: "$\\\\foo$ energy"',
+    "    name: Software licences": '    name: "$x^{"',
+    "    name: Facility": '    name: "=HYPERLINK(\\"http://evil\\";\\"x\\")"',
+}
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """October 2026 as HTML, PDF and CSV from a fleet whose pool names look like code."""
+    out = tmp_path_factory.mktemp("hostile")
+    fleet = out / "fleet"
+    shutil.copytree(LAB, fleet)
+    costs = fleet / "costs.yml"
+    text = costs.read_text()
+    for old, new in HOSTILE_POOLS.items():
+        assert old in text
+        text = text.replace(old, new, 1)
+    costs.write_text(text)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CONTROLPLANE_DATA_DIR", str(out / "var"))
+        for fmt in ("html", "pdf", "csv"):
+            args = ["--period", "2026-10", "--format", fmt, "-o", str(out / f"october.{fmt}")]
+            assert run(["costs", "report", *args, "--fleet", str(fleet)]) == 0, fmt
+        yield out
+
+
+def test_chart_labels_are_drawn_literally(hostile: Path) -> None:
+    html = (hostile / "october.html").read_text()
+    assert html.count("<svg") == 3
+    # With text drawn as paths, matplotlib keeps each label's text in a comment beside it.
+    assert "<!-- $\\foo$ energy -->" in html and "<!-- $x^{ -->" in html
+    if shutil.which("pdftotext") is None:
+        missing("pdftotext is not installed; scripts/setup.sh installs poppler-utils")
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(hostile / "october.pdf"), "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "$\\foo$ energy" in text and "$x^{" in text
+
+
+def test_csv_text_cells_cannot_start_a_formula(hostile: Path, ledger: Ledger) -> None:
+    with (hostile / "october.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    facility = [r for r in rows if r["x_CostPool"] == "facility"]
+    assert facility and all(
+        r["ServiceName"] == "'" + '=HYPERLINK("http://evil";"x")' for r in facility
+    )
+    assert all(r["ChargeDescription"].startswith("'=HYPERLINK(") for r in facility)
+    for row in rows:
+        for column, value in row.items():
+            if value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+                assert column in ("BilledCost", "EffectiveCost"), (column, value)
+                Decimal(value)  # a number, still summable
+    credits = sum(Decimal(r["BilledCost"]) for r in rows if r["ChargeCategory"] == "Credit")
+    assert credits == Decimal("-3050.00")
+    october = ledger.allocation(Period(2026, 10))
+    usage = sum(Decimal(r["BilledCost"]) for r in rows if r["ChargeCategory"] == "Usage")
+    assert usage == october.total
+
+
+@pytest.mark.parametrize(
+    "name", ["=1+1", "+1", "-1", "@SUM(A1)", "\t=1", "\r=1", "\uff1dSUM(A1)", "\uff20x"]
+)
+def test_every_formula_start_is_quoted(ledger: Ledger, name: str) -> None:
+    names = {**ledger.names(), "utrecht": name}
+    text = render_csv(ledger.allocations([Period(2026, 10)]), names, ledger.zone)
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    utrecht = {r["SubAccountName"] for r in rows if r["SubAccountId"] == "utrecht"}
+    assert utrecht == {"'" + name}
+    assert csv_cell("Gemeente Utrecht") == "Gemeente Utrecht"
+    assert csv_cell(Decimal("-12.50")) == Decimal("-12.50")

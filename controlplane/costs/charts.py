@@ -1,7 +1,8 @@
 """The report's charts: matplotlib figures rendered to inline SVG.
 
 No pyplot and no global state: each chart builds its own ``Figure``. Output is
-deterministic (fixed id salt, no date), so the same figures give the same SVG.
+deterministic (fixed id salt, no date), so the same figures give the same SVG. Labels are
+names from the fleet files and are drawn literally (no mathtext), whatever they contain.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ PALETTE = (
 )
 IDLE_COLOUR = "#c8c8c8"
 RC: Any = {  # matplotlib types rcParams keys as literals
+    # Labels are member and pool names: "$" in one must print as "$", not start mathtext.
+    "text.parse_math": False,
     "svg.hashsalt": "controlplane-costs",
     "svg.fonttype": "path",
     "font.family": "DejaVu Sans",

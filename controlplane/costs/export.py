@@ -1,4 +1,12 @@
-"""Machine-readable exports of allocations: FOCUS-style CSV rows and plain JSON data."""
+"""Machine-readable exports of allocations: FOCUS-style CSV rows and plain JSON data.
+
+The CSV is opened in spreadsheets, and a spreadsheet runs a cell that starts with ``=``,
+``+``, ``-`` or ``@`` (or a tab or carriage return before one) as a formula. Member and pool
+names come from the fleet files, so every text cell that starts with one of those (or with
+their full-width forms, which some spreadsheets also accept) gets a leading single quote,
+as OWASP advises against CSV injection. Amounts are written as numbers and never quoted
+this way: a credit of ``-3050.00`` stays a number the board can sum.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +23,7 @@ from controlplane.costs.allocate import Allocation
 from controlplane.costs.model import COOPERATIVE, CREDIT, IdlePolicy
 
 COOPERATIVE_NAME = "Cooperative (idle capacity)"
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 FOCUS_COLUMNS = (
     "BillingPeriodStart",
@@ -39,6 +48,18 @@ def _utc(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def csv_cell(value: object) -> object:
+    """A cell a spreadsheet shows as written: text that could start a formula is quoted."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def safe_row(*values: object) -> list[object]:
+    """One CSV row, every text cell through ``csv_cell``; numbers are left as they are."""
+    return [csv_cell(v) for v in values]
+
+
 def _ratio_text(ratio: Fraction) -> str:
     return f"{Decimal(ratio.numerator) / Decimal(ratio.denominator):.10f}"
 
@@ -50,7 +71,9 @@ def render_csv(allocations: Sequence[Allocation], names: Mapping[str, str], zone
     ``Credit`` rows under ``x_CostPool`` ``in-kind-credit``.
     """
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    # CRLF as RFC 4180 has it; it also makes the writer quote a text holding a lone CR,
+    # which would otherwise end the row early in every reader.
+    writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow(FOCUS_COLUMNS)
     for a in allocations:
         start, end = _utc(a.period.start(zone)), _utc(a.period.end(zone))
@@ -66,7 +89,7 @@ def render_csv(allocations: Sequence[Allocation], names: Mapping[str, str], zone
                 if member == COOPERATIVE:
                     description = f"{pool.name}: capacity nobody reserved"
                 writer.writerow(
-                    [
+                    safe_row(
                         *period,
                         "Usage",
                         description,
@@ -79,7 +102,7 @@ def render_csv(allocations: Sequence[Allocation], names: Mapping[str, str], zone
                         pool.slug,
                         pool.key.value,
                         _ratio_text(ratio),
-                    ]
+                    )
                 )
         for bill in a.members:
             for line in bill.lines:
@@ -87,7 +110,7 @@ def render_csv(allocations: Sequence[Allocation], names: Mapping[str, str], zone
                     continue
                 against = f" (against {line.against})" if line.against else ""
                 writer.writerow(
-                    [
+                    safe_row(
                         *period,
                         "Credit",
                         f"In-kind contribution: {line.label}{against}",
@@ -100,7 +123,7 @@ def render_csv(allocations: Sequence[Allocation], names: Mapping[str, str], zone
                         CREDIT,
                         "in-kind",
                         "",
-                    ]
+                    )
                 )
     return buf.getvalue()
 

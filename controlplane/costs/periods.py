@@ -42,7 +42,7 @@ class Period:
     @classmethod
     def parse(cls, text: object) -> Period:
         """``2026-10`` -> October 2026."""
-        match = _MONTH_RE.match(text) if isinstance(text, str) else None
+        match = _MONTH_RE.fullmatch(text) if isinstance(text, str) else None
         if match is None or not 1 <= int(match[2]) <= 12 or not 1970 <= int(match[1]) <= 9000:
             raise InvalidInput(f"{text!r} is not a month like 2026-10")
         return cls(int(match[1]), int(match[2]))
@@ -88,7 +88,7 @@ class PeriodRange:
     @classmethod
     def parse(cls, text: object) -> PeriodRange:
         """``2026-10`` (a month) or ``2026-Q4`` (a quarter)."""
-        if isinstance(text, str) and (match := _QUARTER_RE.match(text)):
+        if isinstance(text, str) and (match := _QUARTER_RE.fullmatch(text)):
             first = Period(int(match[1]), 3 * int(match[2]) - 2)
             return cls(first, first.shift(2))
         try:

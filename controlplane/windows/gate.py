@@ -24,11 +24,21 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from controlplane.clock import Clock
 from controlplane.errors import InvalidInput
 from controlplane.fleet.model import DeployPolicy, Fleet
+from controlplane.windows.bounds import (
+    DEFAULT_LIMITS,
+    Limits,
+    check_count,
+    check_distance,
+    check_found,
+    check_span,
+    utc_moment,
+)
 from controlplane.windows.decision import Decision, Reason, Verdict, few, override, span, when
 from controlplane.windows.rules import (
     Occurrence,
@@ -45,12 +55,6 @@ __all__ = ["DEFAULT_HORIZON", "Decision", "Gate", "Reason", "Verdict", "span", "
 
 DEFAULT_HORIZON = timedelta(days=366)
 EVERYTHING = scope_key(ScopeKind.EVERYTHING)
-
-
-def _aware(now: datetime) -> datetime:
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise InvalidInput("now: must be timezone-aware (UTC)")
-    return now.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -70,14 +74,24 @@ class Gate:
     """Decide on changes against a fleet's windows; expansions are cached per window.
 
     Thread-safe. Build one per loaded fleet and keep it: the caches are what make it fast.
+    Every query is held to ``limits`` (see ``bounds``); with a ``clock``, the moments asked
+    about must also lie within ``limits.max_distance`` of its time.
     """
 
     def __init__(
-        self, fleet: Fleet, windows: Iterable[Window], *, horizon: timedelta = DEFAULT_HORIZON
+        self,
+        fleet: Fleet,
+        windows: Iterable[Window],
+        *,
+        horizon: timedelta = DEFAULT_HORIZON,
+        limits: Limits = DEFAULT_LIMITS,
+        clock: Clock | None = None,
     ) -> None:
         self.fleet = fleet
         self.windows = check_windows(windows, fleet)
         self.horizon = horizon
+        self.limits = limits
+        self.clock = clock
         self._expansions = {w.name: Expansion(w) for w in self.windows}
         grouped: dict[tuple[WindowKind, ScopeKey], list[Expansion]] = defaultdict(list)
         for w in self.windows:
@@ -151,8 +165,20 @@ class Gate:
     def _lanes_for(self, kind: WindowKind, keys: Iterable[ScopeKey]) -> list[Lane]:
         return [lane for k in keys if (lane := self._lanes.get((kind, k))) is not None]
 
+    def _moment(self, value: datetime, name: str) -> datetime:
+        """``value`` in UTC, within the limits; ``name`` is the parameter an error names."""
+        value = utc_moment(value, name)
+        if self.clock is not None:
+            check_distance(value, utc_moment(self.clock(), "clock"), name, self.limits)
+        return value
+
+    @property
+    def expanded(self) -> int:
+        """How many occurrences this gate has taken from dateutil: the work it has done."""
+        return sum(e.pulled for e in self._expansions.values())
+
     def _decide(self, ask: _Ask, now: datetime, emergency_reason: str | None) -> Decision:
-        now = _aware(now)
+        now = self._moment(now, "at")
         t = ts(now)
         need_window = ask.policy is DeployPolicy.WINDOW_REQUIRED
         freeze_lanes = self._lanes_for(WindowKind.FREEZE, ask.freeze_keys)
@@ -293,8 +319,8 @@ class Gate:
         return ZoneInfo(self.fleet.timezone)
 
     def warm(self, until: datetime) -> None:
-        """Expand every window up to ``until`` now (say at service start), not on a decision."""
-        hi = ts(_aware(until))
+        """Expand every lane around ``until`` now (say at service start), not on a decision."""
+        hi = ts(self._moment(until, "until"))
         with self._lock:
             for lane in self._lanes.values():
                 lane.ensure(hi)
@@ -326,8 +352,14 @@ class Gate:
     def occurrences_between(
         self, start: datetime, end: datetime, windows: Iterable[Window] | None = None
     ) -> list[Occurrence]:
-        """Occurrences overlapping [start, end), sorted by start then window name."""
-        lo, hi = ts(_aware(start)), ts(_aware(end))
+        """Occurrences overlapping [start, end), sorted by start then window name.
+
+        ``start`` and ``end`` are the parameters ``from`` and ``to`` of the edges; the range
+        and the number of occurrences in it are held to the gate's limits.
+        """
+        start, end = self._moment(start, "from"), self._moment(end, "to")
+        check_span(start, end, self.limits)
+        lo, hi = ts(start), ts(end)
         chosen = sorted(self.windows if windows is None else windows, key=lambda w: w.name)
         starts: list[float] = []
         owners: list[int] = []
@@ -336,6 +368,7 @@ class Gate:
                 found = self._expansion(w).overlapping(lo, hi)
                 starts += found
                 owners += [k] * len(found)
+                check_found(len(starts), self.limits)
         # A stable sort of indices by start keeps the name order for equal starts.
         order = sorted(range(len(starts)), key=starts.__getitem__)
         return [Occurrence(chosen[owners[i]], utc(starts[i])) for i in order]
@@ -345,9 +378,11 @@ class Gate:
     ) -> list[Occurrence]:
         """The next ``count`` occurrences of one window starting at or after ``after``."""
         w = self.window(window) if isinstance(window, str) else window
+        check_count(count, self.limits)
+        at = ts(self._moment(after, "after"))
         with self._lock:
             e = self._expansion(w)
-            return [e.occurrence(s) for s in e.after(ts(_aware(after)), count)]
+            return [e.occurrence(s) for s in e.after(at, count)]
 
     def _expansion(self, w: Window) -> Expansion:
         e = self._expansions.get(w.name)

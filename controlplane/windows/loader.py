@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from controlplane.clock import Clock, utc_now
 from controlplane.errors import FleetInvalid
 from controlplane.fleet.loader import read_yaml, validate_as
 from controlplane.fleet.model import Fleet
@@ -48,6 +49,11 @@ def load_windows(directory: Path, fleet: Fleet) -> tuple[Window, ...]:
     return parse_windows(read_yaml(path), fleet, str(path))
 
 
-def load_gate(directory: Path, fleet: Fleet, horizon: timedelta = DEFAULT_HORIZON) -> Gate:
-    """A gate over the fleet's windows."""
-    return Gate(fleet, load_windows(directory, fleet), horizon=horizon)
+def load_gate(
+    directory: Path,
+    fleet: Fleet,
+    horizon: timedelta = DEFAULT_HORIZON,
+    clock: Clock | None = utc_now,
+) -> Gate:
+    """A gate over the fleet's windows, holding the moments asked about near ``clock``."""
+    return Gate(fleet, load_windows(directory, fleet), horizon=horizon, clock=clock)

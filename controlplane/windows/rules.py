@@ -37,11 +37,10 @@ from pydantic.dataclasses import dataclass as record
 
 from controlplane.errors import FleetInvalid
 from controlplane.fleet.model import HOSTNAME_RE, SLUG_RE, Fleet
+from controlplane.windows.recurrence import check_parts, restart, rule_parts
 
 DEFAULT_TIMEZONE = "Europe/Amsterdam"
 STRICT = ConfigDict(extra="forbid")
-# Anything recurring more often than hourly is not a maintenance window.
-TOO_FREQUENT = ("MINUTELY", "SECONDLY")
 # A rule whose first occurrence is further away than this is almost certainly a mistake
 # (and bounding the search keeps validation fast on impossible rules like BYMONTHDAY=30 in
 # February).
@@ -236,13 +235,13 @@ class Window:
             raise ValueError(f"{value!r} is not one RRULE value like FREQ=WEEKLY;BYDAY=TU")
         if "DTSTART" in text:
             raise ValueError("put the start in the window's start field, not in the rrule")
-        if "COUNT=" in text and "UNTIL=" in text:
+        try:
+            parts = rule_parts(text)
+        except ValueError as exc:
+            raise ValueError(f"invalid RRULE {text!r}: {exc}") from None
+        if "COUNT" in parts and "UNTIL" in parts:
             raise ValueError("an RRULE takes COUNT or UNTIL, not both (RFC 5545)")
-        freq = re.search(r"(?:^|;)FREQ=([A-Z]+)", text)
-        if freq and freq.group(1) in TOO_FREQUENT:
-            raise ValueError(
-                f"FREQ={freq.group(1)} is too frequent for a window; use HOURLY or less often"
-            )
+        check_parts(parts)
         start, zone = info.data.get("start"), info.data.get("timezone")
         if start is None or zone is None:
             return text  # already reported on its own field
@@ -305,6 +304,14 @@ class Window:
         """The dateutil rule, yielding aware local start times (fold=0) in ``timezone``."""
         until = self.until.replace(tzinfo=self.zone) if self.until else None
         return _build_rule(self.rrule, self.start.replace(tzinfo=self.zone), until)
+
+    def rule_from(self, at: datetime) -> tuple[RRule, datetime | None]:
+        """The rule restarted at a period boundary at or before ``at``, and the restart
+        (aware, local; None: at ``start``). From there on it yields exactly this window's
+        occurrences, so expanding near ``at`` costs the same in any year."""
+        rule = self.rule()
+        moved = restart(rule, rule_parts(self.rrule), self.start.replace(tzinfo=self.zone), at)
+        return (rule, None) if moved is None else moved
 
 
 def _build_rule(text: str, dtstart: datetime, until: datetime | None) -> RRule:

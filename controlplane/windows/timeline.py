@@ -1,11 +1,17 @@
 """Cached, lazy expansion of windows into sorted occurrences, and merged lanes to bisect.
 
 ``Expansion`` pulls one window's occurrences from dateutil only as far as a caller asks,
-and keeps them (UTC epoch seconds in an ``array``) so each occurrence is computed once per
-process. ``Lane`` merges the occurrences of every window sharing a scope and a kind into one
-start-sorted list with a running maximum of end times, so "what is active at t" and "what
-starts next after t" are a bisect and a short backward scan however many windows the lane
-holds. Both grow in chunks: a gate decision never expands a whole year.
+and keeps them (UTC epoch seconds in an ``array``) so each occurrence is computed once while
+callers stay near the same time. ``Lane`` merges the occurrences of every window sharing a
+scope and a kind into one start-sorted list with a running maximum of end times, so "what is
+active at t" and "what starts next after t" are a bisect and a short backward scan however
+many windows the lane holds. Both grow in chunks: a gate decision never expands a whole year.
+
+Both hold a bounded stretch of time. Asked about a moment before that stretch, or more than
+``KEEP_SECONDS`` past its beginning, they start over near the moment: the rule restarts at a
+recurrence period boundary (``Window.rule_from``), never at the window's first occurrence.
+So the work and the memory of a lookup stay the same in 2036 as in 2026, and a service that
+runs for years keeps at most a couple of years of occurrences, not all of them.
 """
 
 from __future__ import annotations
@@ -21,8 +27,15 @@ from controlplane.windows.rules import Occurrence, Window
 CHUNK_SECONDS = 35 * 86400.0
 # Starts can come out of dateutil slightly out of UTC order around a spring-forward gap
 # (02:45 in the gap is 01:45Z, 03:00 CEST is 01:00Z); merging only occurrences this far
-# behind what has been expanded keeps such late arrivals out of already-merged lanes.
+# behind what has been expanded keeps such late arrivals out of already-merged lanes. It
+# also bounds how far a local restart point and its UTC instant can disagree.
 SETTLE_SECONDS = 3 * 3600.0
+# More than two gate horizons (366 days), so a decision that searches a year ahead for the
+# next opening and the next decision back at now share one stretch instead of each
+# starting over.
+KEEP_SECONDS = 800 * 86400.0
+# How far a search for the next occurrence looks ahead before it says there is none.
+AHEAD_SECONDS = 10 * 366 * 86400.0
 
 
 def ts(at: datetime) -> float:
@@ -34,25 +47,54 @@ def utc(seconds: float) -> datetime:
 
 
 class Expansion:
-    """One window's occurrence starts (UTC epoch seconds, sorted), expanded on demand."""
+    """One window's occurrence starts (UTC epoch seconds, sorted), expanded on demand.
 
-    __slots__ = ("_iter", "covered", "done", "duration", "starts", "usable", "window")
+    Every occurrence starting in [``lo``, ``covered``) is in ``starts``; ``pulled`` counts
+    the occurrences taken from dateutil, which is the work done.
+    """
+
+    __slots__ = (
+        "_iter",
+        "base",
+        "covered",
+        "done",
+        "duration",
+        "lo",
+        "pulled",
+        "starts",
+        "usable",
+        "window",
+    )
 
     def __init__(self, window: Window) -> None:
         self.window = window
-        self.starts: array[float] = array("d")
         self.duration = window.duration.total_seconds()
         self.usable = self.duration - window.cutoff.total_seconds()
-        self._iter: Iterator[datetime] = iter(window.rule())
-        self.covered = -math.inf  # every start below this is in ``starts``
+        self.pulled = 0
+        self.starts: array[float] = array("d")
+        self._iter: Iterator[datetime] = iter(())
+        self.base = self.lo = self.covered = math.inf  # nothing expanded yet
         self.done = False
 
-    def extend_to(self, hi: float) -> None:
-        """Make sure every occurrence that starts before ``hi`` is expanded."""
+    def _restart(self, lo: float) -> None:
+        """Expand afresh from a period boundary a chunk before ``lo``; forget the rest."""
+        # Reaching back a chunk lets callers step back a little without starting over.
+        rule, anchor = self.window.rule_from(utc(lo - CHUNK_SECONDS - 2 * SETTLE_SECONDS))
+        self._iter = iter(rule)
+        self.starts = array("d")
+        self.base = lo
+        self.lo = self.covered = -math.inf if anchor is None else ts(anchor) + SETTLE_SECONDS
+        self.done = False
+
+    def cover(self, lo: float, hi: float) -> None:
+        """Make sure every occurrence that starts in [lo, hi) is expanded."""
+        if lo < self.lo or lo > self.base + KEEP_SECONDS:
+            self._restart(lo)
         if hi <= self.covered:
             return
         starts = self.starts
         for local in self._iter:
+            self.pulled += 1
             t = local.timestamp()  # aware local time, fold=0: the documented DST choice
             if not starts or t > starts[-1]:
                 starts.append(t)
@@ -66,20 +108,20 @@ class Expansion:
 
     def overlapping(self, lo: float, hi: float) -> array[float]:
         """Starts of occurrences overlapping [lo, hi)."""
-        self.extend_to(hi)
+        self.cover(lo - self.duration, hi)
         first = bisect_right(self.starts, lo - self.duration)
         last = bisect_left(self.starts, hi)
         return self.starts[first:last]
 
     def after(self, at: float, count: int) -> list[float]:
-        """The next ``count`` starts at or after ``at``."""
+        """The next ``count`` starts at or after ``at`` (fewer if none within ten years)."""
         found: list[float] = []
         hi = at + CHUNK_SECONDS
         while True:
-            self.extend_to(hi)
+            self.cover(at, hi)
             i = bisect_left(self.starts, at)
             found = list(self.starts[i : i + count])
-            if len(found) >= count or self.done:
+            if len(found) >= count or self.done or hi - at > AHEAD_SECONDS:
                 return found
             hi += CHUNK_SECONDS * 4
 
@@ -92,32 +134,39 @@ class Lane:
 
     Parallel arrays, sorted by start: ``starts``, ``ends``, ``usable`` (end minus cutoff),
     ``owner`` (index of the expansion) and ``maxend`` (running maximum of ``ends``, which
-    bounds the backward scan in ``active``).
+    bounds the backward scan in ``active``). Every occurrence starting in [``lo``, ``hi``)
+    is merged; ``lo`` is at least the longest duration before any moment asked about, so
+    nothing active then is missing.
     """
 
     def __init__(self, expansions: Sequence[Expansion]) -> None:
         self.expansions = list(expansions)
+        self.longest = max((e.duration for e in self.expansions), default=0.0)
+        self._reset(math.inf)
+
+    def _reset(self, lo: float) -> None:
         self.starts: array[float] = array("d")
         self.ends: array[float] = array("d")
         self.usable: array[float] = array("d")
         self.maxend: array[float] = array("d")
         self.owner: list[int] = []
-        self.hi = -math.inf  # every start below this is merged
+        self.lo = self.hi = lo
 
     @property
     def complete(self) -> bool:
-        return all(e.done for e in self.expansions) and len(self.starts) == sum(
-            len(e.starts) for e in self.expansions
-        )
+        """No expansion has an occurrence left to merge."""
+        return all(e.done and (not e.starts or e.starts[-1] < self.hi) for e in self.expansions)
 
-    def ensure(self, hi: float) -> None:
-        """Merge every occurrence that starts before ``hi`` (and a chunk more)."""
-        if hi < self.hi or not self.expansions:
+    def ensure(self, at: float) -> None:
+        """Merge every occurrence active at ``at`` or starting before it (and a chunk more)."""
+        if at - self.longest < self.lo or at > self.lo + KEEP_SECONDS:
+            self._reset(at - self.longest - CHUNK_SECONDS)
+        if at < self.hi or not self.expansions:
             return
-        new_hi = hi + CHUNK_SECONDS
+        new_hi = at + CHUNK_SECONDS
         batch: list[tuple[float, float, float, int]] = []
         for k, e in enumerate(self.expansions):
-            e.extend_to(new_hi + SETTLE_SECONDS)
+            e.cover(self.hi, new_hi + SETTLE_SECONDS)
             lo_i = bisect_left(e.starts, self.hi)
             hi_i = bisect_left(e.starts, new_hi)
             d, u = e.duration, e.usable
