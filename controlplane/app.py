@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine as SqlEngine
 
+from controlplane.access.store import TokenStore
+from controlplane.audit.store import AuditLog
 from controlplane.clock import utc_now
 from controlplane.costs.history import ReservationHistory
 from controlplane.deploy.engine import Engine, EngineConfig
+from controlplane.deploy.history import is_plan
 from controlplane.deploy.model import Run, RunKind
 from controlplane.deploy.plan import Planner
 from controlplane.fleet.inventory import RenderContext
@@ -19,11 +24,14 @@ from controlplane.fleet.loader import load_fleet
 from controlplane.fleet.model import Fleet
 from controlplane.maintenance.loader import load_jobs
 from controlplane.maintenance.schedule import Maintenance, Silence
-from controlplane.settings import PLAYBOOKS_DIR, Settings
+from controlplane.settings import PLAYBOOKS_DIR, Settings, load_settings
 from controlplane.store.db import make_engine, migrate
 from controlplane.store.runs import RunStore
 from controlplane.windows.gate import Gate
 from controlplane.windows.loader import load_gate
+
+if TYPE_CHECKING:
+    from controlplane.service import Service
 
 
 @dataclass
@@ -32,7 +40,6 @@ class Context:
 
     settings: Settings
     _engine: SqlEngine | None = field(default=None, init=False)
-    recovered: list[Run] = field(default_factory=list, init=False)
 
     @cached_property
     def fleet(self) -> Fleet:
@@ -65,11 +72,21 @@ class Context:
     def runs(self) -> RunStore:
         return RunStore(self.engine)
 
+    @property
+    def audit(self) -> AuditLog:
+        """The audit log; every operation that changes something writes to it."""
+        return AuditLog(self.engine)
+
+    @property
+    def tokens(self) -> TokenStore:
+        return TokenStore(self.engine)
+
     @cached_property
     def deployer(self) -> Engine:
-        """The deploy engine; building it first recovers runs a dead process left behind."""
+        """The deploy engine. Building it has no side effect: recovering runs a dead process
+        left behind is the explicit ``deploy.operations.recover_runs``."""
         s = self.settings
-        engine = Engine(
+        return Engine(
             self.fleet,
             self.runs,
             EngineConfig(
@@ -86,12 +103,10 @@ class Context:
             gate=self.gate,
             on_success=self._record_reservations,
         )
-        self.recovered = engine.recover()
-        return engine
 
     def _record_reservations(self, run: Run) -> None:
         """After a successful deploy the fleet's reservations are what members pay for."""
-        if run.kind is RunKind.DEPLOY and not run.params.get("check"):
+        if run.kind is RunKind.DEPLOY and not is_plan(run):
             ReservationHistory(self.engine).record(self.fleet, run.finished_at or utc_now())
 
     @cached_property
@@ -109,13 +124,58 @@ class Context:
             jobs,
             silence=Silence(s.alertmanager_url) if s.alertmanager_url else None,
             fleet_dir=str(s.resolved_fleet),
+            audit=self.audit,
         )
 
     @cached_property
     def planner(self) -> Planner:
         return Planner(self.fleet, self.runs)
 
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+
+def build_context(fleet: Path | None = None, **overrides: Any) -> Context:
+    """The one way every edge (CLI, HTTP API, scheduler) builds its dependencies: settings
+    from the environment and file, a fleet directory, and any explicit overrides."""
+    return Context(load_settings(fleet=fleet, **overrides))
+
+
+def build_service(ctx: Context) -> Service:
+    """``serve``: the scheduler (probes, maintenance, queued deploys, run recovery) and the
+    HTTP API with ``/metrics`` on one port, all over ``ctx``."""
+    from functools import partial
+
+    from controlplane.api.app import create_app
+    from controlplane.deploy.operations import recover_runs
+    from controlplane.deploy.runner import scrub_leftover_artifacts
+    from controlplane.service import Service, ServiceConfig
+    from controlplane.uptime.operations import calendar
+
+    s = ctx.settings
+    # Whatever a crash left behind: runner's copy of the environment may hold secrets.
+    scrub_leftover_artifacts(ctx.data_dir / "runs")
+    config = ServiceConfig(
+        address=s.metrics_address,
+        port=s.metrics_port,
+        probe_interval=s.probe_interval_seconds,
+        probe_timeout=s.probe_timeout_seconds,
+        retention=timedelta(hours=s.probe_retention_hours),
+    )
+    return Service(
+        ctx.fleet,
+        ctx.engine,
+        config,
+        calendar=calendar(ctx),
+        extensions=[ctx.maintenance],
+        api=partial(create_app, ctx),
+        recover=lambda: recover_runs(ctx),
+    )

@@ -65,7 +65,7 @@ BAD_INPUT = {
         "2027-01",
         ["costs.yml", "periods.2027-01", "no cost data for this period"],
     ),
-    "malformed-period": ("", "", "", "2026-13", ["--period", "'2026-13' is not a month"]),
+    "malformed-period": ("", "", "", "2026-13", ["period: ", "'2026-13' is not a month"]),
     "unknown-member-share": (
         "den-haag: 25,",
         "leiden: 25,",
@@ -122,7 +122,7 @@ def test_report_rejects_a_bad_quarter_and_format(
         "'2026-Q5' is not a month like 2026-10 or a quarter like 2026-Q4" in capsys.readouterr().err
     )
     assert run(["costs", "report", "--period", "2026-Q4", "-o", str(tmp_path / "r.txt")]) == 2
-    assert "--format: 'txt'" in capsys.readouterr().err
+    assert "format: 'txt'" in capsys.readouterr().err
     assert run(["costs", "report", "--period", "2027-Q1", "-o", out]) == 2
     assert "periods.2027-01: no cost data" in capsys.readouterr().err
     assert not list(tmp_path.glob("r.*")) and not list(tmp_path.glob(".r.*"))
@@ -137,7 +137,7 @@ def test_the_installed_command_exits_2_with_one_line(tmp_path: Path) -> None:
         env={"PATH": "/usr/bin:/bin", "CONTROLPLANE_DATA_DIR": str(tmp_path)},
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: --period: '2026-13' is not a month like 2026-10"
+    assert proc.stderr.strip() == "error: period: '2026-13' is not a month like 2026-10"
 
 
 def test_allocate_json_adds_up(lab_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -84,7 +84,7 @@ def test_period_parsing() -> None:
     assert Period.parse("1d") is Period.DAY
     assert Period.parse(" 7D ") is Period.WEEK
     assert Period.MONTH.hours == 720
-    with pytest.raises(InvalidInput, match="--window '2w'"):
+    with pytest.raises(InvalidInput, match="window: '2w' is not one of"):
         Period.parse("2w")
 
 

@@ -93,7 +93,7 @@ def test_uptime_probe_then_table(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--window", "90d"], "--window '90d': choose one of 1h, 24h, 7d, 30d"),
+        (["--window", "90d"], "window: '90d' is not one of 1h, 24h, 7d, 30d"),
         (["--member", "groningen"], "unknown member 'groningen'"),
     ],
 )

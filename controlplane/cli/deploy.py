@@ -1,29 +1,30 @@
-"""CLI commands for the deploy engine: deploy, rollback, provision and runs."""
+"""``controlplane deploy``, ``rollback`` and ``provision``: parse, call the deploy
+operations, print. Live progress goes to stderr so ``--json`` output stays clean."""
 
 from __future__ import annotations
 
-import getpass
-import os
-import socket
-import subprocess
-import sys
-import time
-from dataclasses import replace
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from controlplane.app import Context
-from controlplane.cli_common import FleetOpt, JsonOpt, err, out, print_json
-from controlplane.deploy.model import Run, RunSpec, RunStatus
-from controlplane.deploy.plan import DeployRequest
-from controlplane.deploy.progress import LiveProgress, run_json, run_table
-from controlplane.errors import InvalidInput, OperationFailed, Unreachable
-from controlplane.settings import load_settings
-
-runs_app = typer.Typer(help="List, show, follow and cancel runs.")
+from controlplane.cli.common import FleetOpt, JsonOpt, context, err, me, out, print_json
+from controlplane.cli.progress import LiveProgress, plan_lines, run_table
+from controlplane.cli.remote import ensure_successful as ensure_remote_successful
+from controlplane.cli.remote import follow as follow_remote
+from controlplane.cli.remote import local_only, remote
+from controlplane.client import ControlPlaneClient
+from controlplane.deploy import operations as ops
+from controlplane.deploy import provision as provisioning
+from controlplane.deploy.engine import Observer
+from controlplane.deploy.history import detail
+from controlplane.deploy.model import Run, RunEvent, RunStatus
+from controlplane.errors import LockHeld
+from controlplane.maintenance.operations import schedule_deploy
+from controlplane.schemas.runs import InstanceHealthOut, RunDetailOut, RunOut
 
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why: recorded on the run.")]
 EmergencyOpt = Annotated[
@@ -32,102 +33,46 @@ EmergencyOpt = Annotated[
 ]
 
 
-def context(fleet: Path | None) -> Context:
-    return Context(load_settings(fleet=fleet))
+def _on_wait(held: LockHeld) -> None:
+    err.print(f"waiting: {held}", markup=False)
 
 
-def who() -> str:
-    """Who started a run: $CONTROLPLANE_USER, else the login user at this machine."""
-    user = os.environ.get("CONTROLPLANE_USER")
-    if user:
-        return user
-    try:
-        name = getpass.getuser()
-    except (KeyError, OSError):
-        name = "unknown"
-    return f"{name}@{socket.gethostname()}"
+@contextmanager
+def _progress(as_json: bool) -> Iterator[Observer | None]:
+    """A live table on a terminal; otherwise nothing (the caller prints one line per run)."""
+    if as_json or not err.is_terminal:
+        yield None
+        return
+    with LiveProgress(err) as progress:
+        yield progress
+
+
+class _Announcing:
+    """Without a live table: one line per run on stderr as it starts (none with --json)."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.quiet = as_json
+
+    def on_status(self, run: Run) -> None:
+        if not self.quiet and run.status is RunStatus.RUNNING:
+            err.print(f"run {run.id[:8]}: {run.kind.value} {run.member}/{run.app} {run.version}")
+
+    def on_event(self, run: Run, event: RunEvent) -> None:
+        pass
 
 
 def _report(ctx: Context, runs: list[Run], as_json: bool) -> None:
-    results = {r.id: ctx.runs.host_results(r.id) for r in runs}
+    _print_details([detail(ctx, r) for r in runs], as_json)
+
+
+def _print_details(shown: list[RunDetailOut], as_json: bool) -> None:
     if as_json:
-        print_json([run_json(r, results[r.id]) for r in runs])
+        print_json(shown)
         return
-    for r in runs:
-        out.print(run_table(r, results[r.id]))
-        if r.params.get("check"):
-            _print_plan(ctx, r)
-
-
-def _print_plan(ctx: Context, run: Run) -> None:
-    """What a check-mode run found would change, per host."""
-    changes: dict[str, list[str]] = {}
-    for e in ctx.runs.events(run.id):
-        if e.event == "runner_on_ok" and e.data.get("changed") and e.host:
-            changes.setdefault(e.host, []).append(e.task or "?")
-    if not changes:
-        out.print("plan: nothing would change")
-    for host, tasks in sorted(changes.items()):
-        out.print(f"plan: {host} would change: {', '.join(tasks)}")
-
-
-def _execute_all(
-    ctx: Context, specs: list[RunSpec], *, wait: bool, queue: bool, as_json: bool
-) -> list[Run]:
-    engine = ctx.deployer
-
-    def on_wait(held: Exception) -> None:
-        err.print(f"waiting: {held}", markup=False)
-
-    submitted = [engine.submit(s, queue=queue, on_wait=on_wait) for s in specs]
-    if not wait:
-        for run in submitted:
-            _spawn_executor(ctx, run)
-        return [ctx.runs.get(r.id) for r in submitted]
-    finals: list[Run] = []
-    show_live = not as_json and err.is_terminal
-    if show_live:
-        with LiveProgress(err) as progress:
-            for run in submitted:
-                finals.append(engine.execute(run.id, observer=progress))
-    else:
-        for run in submitted:
-            if not as_json:
-                err.print(
-                    f"run {run.id[:8]}: {run.kind.value} {run.member}/{run.app} {run.version}"
-                )
-            finals.append(engine.execute(run.id))
-    return finals
-
-
-def _spawn_executor(ctx: Context, run: Run) -> None:
-    """Run it in a detached process, and wait until that process has taken it over."""
-    log_dir = ctx.data_dir / "runs" / run.id
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / "executor.log", "ab") as log:
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "controlplane",
-                "runs",
-                "execute",
-                run.id,
-                "--fleet",
-                str(ctx.settings.resolved_fleet),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            env={**os.environ, "CONTROLPLANE_DATA_DIR": str(ctx.data_dir)},
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if ctx.runs.get(run.id).status is not RunStatus.QUEUED:
-            return
-        time.sleep(0.1)
-    raise Unreachable(f"the executor for run {run.id} did not start; see {log_dir}/executor.log")
+    for r in shown:
+        out.print(run_table(r))
+        for line in plan_lines(r):
+            out.print(line, markup=False, highlight=False)
 
 
 def deploy(
@@ -157,63 +102,66 @@ def deploy(
     as_json: JsonOpt = False,
 ) -> None:
     """Deploy a member's stack (all apps, or one) to the fleet's or a given version."""
+    if when is not None:
+        local_only("deploy --when")
+    client = remote(fleet)
+    if client is not None:
+        with client:
+            submitted = client.deploy(
+                member,
+                app=app,
+                version=version,
+                check=check,
+                serial=serial,
+                max_fail=max_fail,
+                reason=reason,
+                emergency_reason=emergency,
+                queue=queue,
+            )
+            _finish_remote(client, submitted, as_json, wait=wait)
+        return
     ctx = context(fleet)
     if when is not None:
-        _queue_for_window(ctx, when, member, app, version, serial, max_fail, reason, as_json)
+        scheduled = schedule_deploy(
+            ctx,
+            me(),
+            member,
+            app,
+            when=when,
+            version=version,
+            serial=serial,
+            max_fail=max_fail,
+            reason=reason,
+        )
+        if as_json:
+            print_json(scheduled)
+        else:
+            out.print(
+                f"deploy of {member}/{app} scheduled for {scheduled.at.isoformat()} "
+                f"({scheduled.id})"
+            )
         return
-    specs = ctx.planner.plan_deploy(
-        DeployRequest(
-            member=member,
+    ops.recover_runs(ctx)  # a dead run's locks must not refuse this one
+    with _progress(as_json) as live:
+        runs = ops.deploy(
+            ctx,
+            me(),
+            member,
             app=app,
             version=version,
             check=check,
             serial=serial,
             max_fail=max_fail,
-            started_by=who(),
             reason=reason,
             emergency_reason=emergency,
+            wait=wait,
+            queue=queue,
+            observer=live or _Announcing(as_json),
+            on_wait=_on_wait,
         )
-    )
-    runs = _execute_all(ctx, specs, wait=wait, queue=queue, as_json=as_json)
     _report(ctx, runs, as_json)
     if wait:
-        fail_unless_successful(runs)
-
-
-def _queue_for_window(
-    ctx: Context,
-    when: str,
-    member: str,
-    app: str | None,
-    version: str | None,
-    serial: str | None,
-    max_fail: str | None,
-    reason: str,
-    as_json: bool,
-) -> None:
-    from controlplane.maintenance.cli import stored_schedule
-
-    if when != "next-window":
-        raise InvalidInput(f"--when: {when!r} is not understood; use next-window")
-    if app is None:
-        raise InvalidInput("--when next-window needs --app: each app waits for its own window")
-    request = DeployRequest(
-        member, app, version, serial=serial, max_fail=max_fail, started_by=who(), reason=reason
-    )
-    with stored_schedule(ctx):
-        job_id, at = ctx.maintenance.queue_deploy(request)
-    if as_json:
-        print_json(
-            {
-                "status": "scheduled",
-                "id": job_id,
-                "member": member,
-                "app": app,
-                "at": at.isoformat(),
-            }
-        )
-    else:
-        out.print(f"deploy of {member}/{app} scheduled for {at.isoformat()} ({job_id})")
+        ops.ensure_successful(ctx, runs)
 
 
 def rollback(
@@ -228,107 +176,104 @@ def rollback(
     as_json: JsonOpt = False,
 ) -> None:
     """Switch a member's app back to its previous (or a named) release."""
+    client = remote(fleet)
+    if client is not None:
+        with client:
+            submitted = client.rollback(
+                member, app, version=version, reason=reason, emergency_reason=emergency
+            )
+            _finish_remote(client, submitted, as_json, wait=True)
+        return
     ctx = context(fleet)
-    spec = ctx.planner.plan_rollback(member, app, version, started_by=who(), reason=reason)
-    spec = replace(spec, emergency_reason=emergency)
-    runs = _execute_all(ctx, [spec], wait=True, queue=False, as_json=as_json)
-    _report(ctx, runs, as_json)
-    fail_unless_successful(runs)
-
-
-def fail_unless_successful(runs: list[Run]) -> None:
-    bad = [r for r in runs if r.status is not RunStatus.SUCCESSFUL]
-    if bad:
-        raise OperationFailed(
-            "; ".join(f"run {r.id[:8]} {r.member}/{r.app} {r.status.value}" for r in bad)
+    ops.recover_runs(ctx)
+    with _progress(as_json) as live:
+        runs = ops.rollback(
+            ctx,
+            me(),
+            member,
+            app,
+            version=version,
+            reason=reason,
+            emergency_reason=emergency,
+            observer=live or _Announcing(as_json),
         )
+    _report(ctx, runs, as_json)
+    ops.ensure_successful(ctx, runs)
 
 
-# -- runs ----------------------------------------------------------------------------------
+def _finish_remote(
+    client: ControlPlaneClient, submitted: list[RunOut], as_json: bool, *, wait: bool
+) -> None:
+    """The server executes the submitted runs: follow them to their end (with ``wait``),
+    then print and judge them as the local command does."""
+    if wait:
+        with _progress(as_json) as live:
+            follow_remote(client, submitted, live or _Announcing(as_json))
+    shown = [client.run(r.id) for r in submitted]
+    _print_details(shown, as_json)
+    if wait:
+        ensure_remote_successful(shown)
 
 
-@runs_app.command("list")
-def runs_list(
-    member: Annotated[str | None, typer.Option("--member", help="Only this member.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 20,
+def provision(
+    members: Annotated[
+        list[str] | None, typer.Argument(help="Members to provision (default: all).")
+    ] = None,
+    parallel: Annotated[int, typer.Option("--parallel", min=1, max=16)] = 4,
+    force: Annotated[
+        bool, typer.Option("--force", help="Run the playbooks even where nothing changed.")
+    ] = False,
     fleet: FleetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """The newest runs, with status and who started them."""
+    """Provision every member's stack at the fleet's versions, then probe every instance.
+
+    Runs for different members and apps go in parallel on the shared hosts. An app whose
+    every instance already answers healthy on the fleet's version is left alone (--force
+    runs its playbook anyway), so running this again is safe and fast."""
+    local_only("provision")
     ctx = context(fleet)
-    ctx.deployer  # noqa: B018 - recovering dead runs first makes the list true
-    runs = ctx.runs.find(member=member, limit=limit)
+    ops.recover_runs(ctx)
+
+    def starting(count: int) -> None:
+        if not as_json:
+            which = "all" if force else "those not already up to date"
+            err.print(f"provisioning {count} app stacks ({which}) …")
+
+    done = provisioning.provision(
+        ctx, me(), members, parallel=parallel, force=force, on_start=starting
+    )
+    shown = provisioning.provision_out(ctx, done)
     if as_json:
-        print_json([run_json(r, ctx.runs.host_results(r.id)) for r in runs])
-        return
-    table = Table(title="Runs")
-    for col in ("id", "kind", "member/app", "version", "status", "started by", "created (UTC)"):
+        print_json(shown)
+    else:
+        _print_instances(shown.instances)
+        if not done.runs:
+            out.print("every member app was already up to date; no playbook had to run")
+        healthy = sum(1 for i in shown.instances if i.status == "healthy")
+        good = sum(1 for r in shown.runs if r.status == "successful")
+        stacks = len({(i.member, i.app) for i in shown.instances})
+        out.print(
+            f"{good}/{len(shown.runs)} runs successful in {done.seconds:.1f}s; "
+            f"{healthy}/{len(shown.instances)} instances answering healthy on {stacks} member apps"
+        )
+    provisioning.ensure_provisioned(ctx, done)
+
+
+def _print_instances(instances: list[InstanceHealthOut]) -> None:
+    table = Table(title="App instances")
+    for col in ("member", "app", "version", "host", "address:port", "status", "ms"):
         table.add_column(col)
-    for r in runs:
+    for i in instances:
         table.add_row(
-            r.id[:8],
-            r.kind.value,
-            f"{r.member or '-'}/{r.app or '-'}",
-            r.version or "-",
-            r.status.value,
-            r.started_by,
-            r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            i.member,
+            i.app,
+            i.version or "-",
+            i.host,
+            f"{i.address}:{i.port}",
+            "[green]healthy[/green]"
+            if i.status == "healthy"
+            else f"[red]down[/red] {i.error or ''}",
+            f"{i.latency_seconds * 1000:.0f}",
         )
     out.print(table)
-
-
-@runs_app.command("show")
-def runs_show(
-    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
-    follow: Annotated[bool, typer.Option("--follow", help="Stream events until it ends.")] = False,
-    fleet: FleetOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """One run: its hosts, and its events (with --follow, live until the run ends)."""
-    ctx = context(fleet)
-    engine = ctx.deployer  # recovering dead runs first: a shown status is a true one
-    run = ctx.runs.get(run_id)
-    if follow:
-        seq = -1
-        checked = time.monotonic()
-        while True:
-            for e in ctx.runs.events(run.id, after_seq=seq):
-                seq = e.seq
-                if e.host and e.event.startswith("runner_on_") and e.event != "runner_on_start":
-                    state = e.event.removeprefix("runner_on_")
-                    if e.data.get("changed"):
-                        state = "changed"
-                    err.print(f"{e.created_at:%H:%M:%S} {e.host:12} {state:12} {e.task}")
-            if time.monotonic() - checked > 5:
-                # The owner may die while we watch; following must not wait forever.
-                engine.recover()
-                checked = time.monotonic()
-            run = ctx.runs.get(run.id)
-            if run.status.finished:
-                break
-            time.sleep(0.5)
-    _report(ctx, [run], as_json)
-
-
-@runs_app.command("cancel")
-def runs_cancel(
-    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
-    fleet: FleetOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Cancel a run: its ansible process group is ended and the outcome recorded."""
-    ctx = context(fleet)
-    run = ctx.runs.request_cancel(ctx.runs.get(run_id).id)
-    if as_json:
-        print_json({"id": run.id, "status": run.status.value, "cancel_requested": True})
-    else:
-        out.print(f"run {run.id[:8]}: cancel requested ({run.status.value})")
-
-
-@runs_app.command("execute", hidden=True)
-def runs_execute(run_id: str, fleet: FleetOpt = None) -> None:
-    """Execute a queued run (used by --no-wait to run detached)."""
-    ctx = context(fleet)
-    run = ctx.deployer.execute(ctx.runs.get(run_id).id)
-    if run.status is not RunStatus.SUCCESSFUL:
-        raise OperationFailed(f"run {run.id} {run.status.value}: {run.error or ''}")

@@ -10,7 +10,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from controlplane.deploy.model import HostResult, Run, RunEvent, RunStatus
+from controlplane.deploy.model import Run, RunEvent, RunStatus
+from controlplane.schemas.runs import RunDetailOut, RunOut
 
 _STATE_STYLE = {
     "waiting": "dim",
@@ -110,57 +111,20 @@ class LiveProgress:
         return Group(*parts)
 
 
-def run_json(run: Run, hosts: list[HostResult]) -> dict[str, Any]:
-    """The plain-key JSON form of a run used by every ``--json`` output."""
-    return {
-        "id": run.id,
-        "kind": run.kind.value,
-        "status": run.status.value,
-        "member": run.member,
-        "app": run.app,
-        "version": run.version,
-        "playbook": run.playbook,
-        "started_by": run.started_by,
-        "reason": run.reason,
-        "emergency_reason": run.emergency_reason,
-        "params": run.params,
-        "tuning": run.tuning,
-        "created_at": run.created_at.isoformat(),
-        "started_at": run.started_at.isoformat() if run.started_at else None,
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-        "rc": run.rc,
-        "error": run.error,
-        "hosts": [
-            {
-                "host": h.host,
-                "outcome": h.outcome.value,
-                "ok": h.ok,
-                "changed": h.changed,
-                "failures": h.failures,
-                "unreachable": h.unreachable,
-                "release_before": h.release_before,
-                "release_after": h.release_after,
-                "started_at": h.started_at.isoformat() if h.started_at else None,
-                "finished_at": h.finished_at.isoformat() if h.finished_at else None,
-            }
-            for h in hosts
-        ],
-    }
-
-
-def run_table(run: Run, hosts: list[HostResult]) -> Table:
-    style = "green" if run.status is RunStatus.SUCCESSFUL else "red"
+def run_table(run: RunOut) -> Table:
+    """One run and where each of its hosts was left."""
+    style = "green" if run.status == RunStatus.SUCCESSFUL.value else "red"
     table = Table(
-        title=f"run {run.id[:8]} {run.kind.value} {run.member or ''}/{run.app or ''} "
-        f"{run.version or ''}: [{style}]{run.status.value}[/{style}]",
+        title=f"run {run.id[:8]} {run.kind} {run.member or ''}/{run.app or ''} "
+        f"{run.version or ''}: [{style}]{run.status}[/{style}]",
         caption=run.error or None,
     )
     for col in ("host", "outcome", "ok", "changed", "failed", "before", "after"):
         table.add_column(col)
-    for h in hosts:
+    for h in run.hosts:
         table.add_row(
             h.host,
-            h.outcome.value,
+            h.outcome,
             str(h.ok),
             str(h.changed),
             str(h.failures + h.unreachable),
@@ -168,3 +132,20 @@ def run_table(run: Run, hosts: list[HostResult]) -> Table:
             h.release_after or "-",
         )
     return table
+
+
+def plan_lines(run: RunDetailOut) -> list[str]:
+    """What a plan found would change, per host (nothing for runs that are not plans)."""
+    if run.changes is None:
+        return []
+    if not run.changes:
+        return ["plan: nothing would change"]
+    return [f"plan: {c.host} would change: {', '.join(c.tasks)}" for c in run.changes]
+
+
+def event_line(e: RunEvent) -> str | None:
+    """One line per host result while following a run; None for events not shown."""
+    if not e.host or not e.event.startswith("runner_on_") or e.event == "runner_on_start":
+        return None
+    state = "changed" if e.data.get("changed") else e.event.removeprefix("runner_on_")
+    return f"{e.created_at:%H:%M:%S} {e.host:12} {state:12} {e.task}"

@@ -1,26 +1,32 @@
 """The ``controlplane`` command line.
 
-Exit codes (DESIGN.md): 0 ok, 1 the operation ran and failed, 2 bad input or usage,
+Exit codes: 0 ok, 1 the operation ran and failed, 2 bad input or usage,
 3 refused (gate, lock, permission), 4 a host or dependency could not be reached.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Annotated, Any
+from decimal import Decimal
+from typing import Annotated
 
+import httpx
 import typer
 import yaml
 from rich.table import Table
 
 from controlplane import __version__
 from controlplane.app import Context
-from controlplane.cli_common import FleetOpt, JsonOpt, err, out, print_json
-from controlplane.costs.cli import costs_app
-from controlplane.costs.loader import costs_path, load_costs
-from controlplane.deploy import cli as deploy_cli
-from controlplane.deploy import provision as provision_cli
+from controlplane.cli.audit import audit_app
+from controlplane.cli.common import FleetOpt, JsonOpt, context, err, me, out, print_json
+from controlplane.cli.costs import costs_app
+from controlplane.cli.deploy import deploy, provision, rollback
+from controlplane.cli.remote import RootOptions, begin, local_only, remote, server_flag
+from controlplane.cli.runs import runs_app
+from controlplane.cli.schedule import schedule_app
+from controlplane.cli.tokens import tokens_app
+from controlplane.cli.uptime import serve, uptime
+from controlplane.cli.windows import windows_app
 from controlplane.errors import (
     ControlPlaneError,
     InvalidInput,
@@ -29,13 +35,10 @@ from controlplane.errors import (
     Refused,
     Unreachable,
 )
-from controlplane.fleet.capacity import host_usage
-from controlplane.fleet.inventory import render_inventory
-from controlplane.maintenance.cli import schedule_app
-from controlplane.maintenance.loader import load_jobs
+from controlplane.files import make_private
+from controlplane.fleet import operations as fleet_ops
+from controlplane.schemas.fleet import FleetOut
 from controlplane.settings import load_settings
-from controlplane.uptime import cli as uptime_cli
-from controlplane.windows.cli import windows_app
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
@@ -52,13 +55,33 @@ app.add_typer(fleet_app, name="fleet")
 app.add_typer(db_app, name="db")
 app.add_typer(windows_app, name="windows")
 app.add_typer(costs_app, name="costs")
-app.command()(provision_cli.provision)
-app.command()(deploy_cli.deploy)
-app.command()(deploy_cli.rollback)
-app.add_typer(deploy_cli.runs_app, name="runs")
+app.command()(provision)
+app.command()(deploy)
+app.command()(rollback)
+app.add_typer(runs_app, name="runs")
 app.add_typer(schedule_app, name="schedule")
-app.command()(uptime_cli.uptime)
-app.command()(uptime_cli.serve)
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(audit_app, name="audit")
+app.command()(uptime)
+app.command()(serve)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            metavar="URL",
+            help="Talk to the control plane at URL (default $CONTROLPLANE_SERVER) with "
+            "$CONTROLPLANE_TOKEN, instead of this machine's database.",
+        ),
+    ] = None,
+) -> None:
+    """Hosting and operations control plane for the cooperative's shared datacenter."""
+    given = ctx.obj if isinstance(ctx.obj, RootOptions) else RootOptions()
+    begin(RootOptions(server=server, http=given.http))
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -74,44 +97,22 @@ def exit_code_for(exc: BaseException) -> int:
     return EXIT_FAILED
 
 
-def context(fleet: Path | None = None) -> Context:
-    return Context(load_settings(fleet=fleet))
-
-
 # -- commands ------------------------------------------------------------------------------
 
 
 @app.command()
 def validate(fleet: FleetOpt = None, as_json: JsonOpt = False) -> None:
     """Check every fleet file; exit 0 when valid, 2 with one line naming the problem."""
-    ctx = context(fleet)
-    model = ctx.fleet
-    directory = ctx.settings.resolved_fleet
-    windows = ctx.gate.windows
-    jobs = load_jobs(directory, model, ctx.gate)
-    costs = costs_path(directory)
-    if costs.exists():
-        load_costs(directory, model)
-    summary = {
-        "status": "valid",
-        "fleet": str(directory),
-        "datacenter": model.name,
-        "members": len(model.members),
-        "hosts": len(model.hosts),
-        "apps": len(model.apps),
-        "instances": len(model.instances()),
-        "windows": len(windows),
-        "maintenance_jobs": len(jobs),
-        "costs": costs.exists(),
-    }
+    local_only("validate")
+    summary = fleet_ops.validate(context(fleet), me())
     if as_json:
         print_json(summary)
     else:
         out.print(
-            f"[green]valid[/green] {model.name}: {summary['members']} members, "
-            f"{summary['hosts']} hosts, {summary['apps']} apps, {summary['instances']} instances, "
-            f"{len(windows)} windows and freezes, {len(jobs)} maintenance jobs"
-            + (", cost data" if costs.exists() else "")
+            f"[green]valid[/green] {summary.datacenter}: {summary.members} members, "
+            f"{summary.hosts} hosts, {summary.apps} apps, {summary.instances} instances, "
+            f"{summary.windows} windows and freezes, {summary.maintenance_jobs} maintenance jobs"
+            + (", cost data" if summary.costs else "")
         )
 
 
@@ -122,78 +123,48 @@ def inventory(
     as_json: JsonOpt = False,
 ) -> None:
     """Print the Ansible inventory rendered from the fleet (YAML, or JSON with --json)."""
-    ctx = context(fleet)
-    inv = render_inventory(ctx.fleet, ctx.render_context, member=member)
+    local_only("inventory")
+    inv = fleet_ops.inventory(context(fleet), me(), member)
     if as_json:
         print_json(inv)
     else:
         sys.stdout.write(yaml.safe_dump(inv, sort_keys=False))
 
 
-def _instances_json(ctx: Context, member: str | None = None) -> list[dict[str, Any]]:
-    return [
-        {
-            "member": i.member,
-            "app": i.app,
-            "version": i.version,
-            "host": i.host,
-            "address": i.address,
-            "port": i.port,
-        }
-        for i in ctx.fleet.instances(member=member)
-    ]
-
-
 @fleet_app.command("show")
 def fleet_show(fleet: FleetOpt = None, as_json: JsonOpt = False) -> None:
     """Members, hosts with capacity and reservations, and every placed instance."""
-    ctx = context(fleet)
-    model = ctx.fleet
-    usage = host_usage(model)
+    client = remote(fleet)
+    if client is not None:
+        with client:
+            shown = client.fleet()
+    else:
+        shown = fleet_ops.show_fleet(context(fleet), me())
     if as_json:
-        print_json(
-            {
-                "datacenter": model.name,
-                "members": [
-                    {
-                        "member": m.slug,
-                        "name": m.name,
-                        "slo": m.slo,
-                        "deploy_policy": m.deploy_policy.value,
-                    }
-                    for m in model.members
-                ],
-                "hosts": [
-                    {
-                        "host": u.host,
-                        "address": model.host(u.host).address,
-                        "capacity": {k: str(v) for k, v in u.capacity.items()},
-                        "reserved": {k: str(v) for k, v in u.reserved.items()},
-                    }
-                    for u in usage
-                ],
-                "instances": _instances_json(ctx),
-            }
-        )
+        print_json(shown)
         return
-    members = Table(title=f"Members of datacenter {model.name}")
+    _print_fleet(shown)
+
+
+def _print_fleet(shown: FleetOut) -> None:
+    members = Table(title=f"Members of datacenter {shown.datacenter}")
     for col in ("member", "name", "SLO", "deploy policy"):
         members.add_column(col)
-    for m in model.members:
-        members.add_row(m.slug, m.name, f"{m.slo:.3%}", m.deploy_policy.value)
+    for m in shown.members:
+        members.add_row(m.member, m.name, f"{m.slo:.3%}", m.deploy_policy)
     hosts = Table(title="Hosts (reserved / capacity)")
     for col in ("host", "address", "vCPU", "RAM GiB", "disk GiB"):
         hosts.add_column(col)
-    for u in usage:
+    for h in shown.hosts:
         cells = [
-            f"{r} / {c} ({u.ratio(k):.0%})"
-            for (k, r), (_, c) in zip(u.reserved.items(), u.capacity.items(), strict=True)
+            f"{r} / {h.capacity[k]} ({Decimal(r) / Decimal(h.capacity[k]):.0%})"
+            for k, r in h.reserved.items()
         ]
-        hosts.add_row(u.host, model.host(u.host).address, *cells)
+        hosts.add_row(h.host, h.address, *cells)
     stacks = Table(title="Stacks")
     for col in ("member", "app", "version", "host", "address:port"):
         stacks.add_column(col)
-    for i in model.instances():
+    for i in shown.instances:
         stacks.add_row(i.member, i.app, i.version, i.host, f"{i.address}:{i.port}")
     out.print(members, hosts, stacks)
 
@@ -201,6 +172,7 @@ def fleet_show(fleet: FleetOpt = None, as_json: JsonOpt = False) -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply database migrations (they also apply at every start)."""
+    local_only("db upgrade")
     ctx = context()
     ctx.engine  # noqa: B018 - building the engine migrates it
     out.print(f"database at revision {_revision(ctx)}")
@@ -209,6 +181,7 @@ def db_upgrade() -> None:
 @db_app.command("status")
 def db_status(as_json: JsonOpt = False) -> None:
     """Show the database URL (without password) and schema revision."""
+    local_only("db status")
     ctx = context()
     data = {
         "status": "ok",
@@ -229,7 +202,9 @@ def _revision(ctx: Context) -> str | None:
 
 @app.command("config")
 def show_config(as_json: JsonOpt = False) -> None:
-    """Show the settings in force, after environment and TOML file."""
+    """Show the settings in force, after environment and TOML file (the token masked)."""
+    if server_flag() is not None:
+        raise InvalidInput("config is local-only: it shows this machine's settings; drop --server")
     s = load_settings()
     data = {
         "data_dir": str(s.resolved_data_dir),
@@ -239,6 +214,9 @@ def show_config(as_json: JsonOpt = False) -> None:
         "fleet": str(s.resolved_fleet),
         "timezone": s.timezone,
         "artifact_retention": s.artifact_retention,
+        "server": s.server,
+        # The token is a secret: only whether one is set is ever shown.
+        "token": None if s.token is None else "***",
     }
     if as_json:
         print_json(data)
@@ -256,10 +234,13 @@ def version() -> None:
 # -- entry point ---------------------------------------------------------------------------
 
 
-def run(args: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code, turning our errors into one line on stderr."""
+def run(args: list[str] | None = None, *, http: httpx.Client | None = None) -> int:
+    """Run the CLI and return its exit code, turning our errors into one line on stderr.
+
+    ``http``: with ``--server``, send the requests through this client (tests pass an
+    in-process ``TestClient`` of the API)."""
     try:
-        app(args=args, prog_name="controlplane")
+        app(args=args, prog_name="controlplane", obj=RootOptions(http=http))
     except SystemExit as exc:
         # Typer/Click exit here after usage errors (code 2) and after normal completion.
         code = exc.code
@@ -274,4 +255,6 @@ def run(args: list[str] | None = None) -> int:
 
 
 def main() -> None:
+    # Before anything is written: data dir, database, artifacts and reports stay private.
+    make_private()
     sys.exit(run())

@@ -2,59 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import typer
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from apscheduler.schedulers.background import BackgroundScheduler
 from rich.table import Table
 
-from controlplane.app import Context
-from controlplane.cli_common import FleetOpt, JsonOpt, out, print_json
-from controlplane.scheduler import JOB_TABLE
-from controlplane.settings import load_settings
+from controlplane.cli.common import FleetOpt, JsonOpt, context, me, out, print_json
+from controlplane.cli.remote import local_only, remote
+from controlplane.maintenance.operations import list_schedule, sync_schedule
 
 schedule_app = typer.Typer(help="Scheduled maintenance and queued deploys: list and sync.")
-
-
-class _StoreOnly(BackgroundScheduler):  # type: ignore[misc]
-    """Reads and writes the stored schedule and never runs a job: one-shot commands are not
-    the service. (A paused scheduler still runs due jobs once while it shuts down.)"""
-
-    def _process_jobs(self) -> float | None:
-        return None
-
-
-@contextmanager
-def stored_schedule(ctx: Context) -> Iterator[BackgroundScheduler]:
-    """The persistent schedule, opened for reading and writing only."""
-    scheduler = _StoreOnly(
-        jobstores={"default": SQLAlchemyJobStore(engine=ctx.engine, tablename=JOB_TABLE)},
-        timezone="UTC",
-    )
-    ctx.maintenance.install(scheduler)
-    scheduler.start(paused=True)
-    try:
-        yield scheduler
-    finally:
-        scheduler.shutdown(wait=False)
 
 
 @schedule_app.command("list")
 def schedule_list(fleet: FleetOpt = None, as_json: JsonOpt = False) -> None:
     """Every stored maintenance job and queued deploy, with its next start."""
-    ctx = Context(load_settings(fleet=fleet))
-    with stored_schedule(ctx) as scheduler:
-        jobs = [
-            {
-                "id": j.id,
-                "name": j.name,
-                "next_run": j.next_run_time.isoformat() if j.next_run_time else None,
-            }
-            for j in scheduler.get_jobs()
-            if j.id.split(":", 1)[0] in ("window", "cron", "deploy")
-        ]
+    client = remote(fleet)
+    if client is not None:
+        with client:
+            jobs = client.schedule()
+    else:
+        jobs = list_schedule(context(fleet), me())
     if as_json:
         print_json(jobs)
         return
@@ -62,7 +28,7 @@ def schedule_list(fleet: FleetOpt = None, as_json: JsonOpt = False) -> None:
     for col in ("id", "what", "next start (UTC)"):
         table.add_column(col)
     for j in jobs:
-        table.add_row(j["id"], j["name"], j["next_run"] or "-")
+        table.add_row(j.id, j.name, j.next_run.isoformat() if j.next_run else "-")
     out.print(table)
 
 
@@ -72,11 +38,9 @@ def schedule_sync(
     as_json: JsonOpt = False,
 ) -> None:
     """Store each maintenance job's next start from maintenance.yml (serve does this too)."""
-    ctx = Context(load_settings(fleet=fleet))
-    with stored_schedule(ctx) as scheduler:
-        ctx.maintenance.sync()
-        count = len(scheduler.get_jobs())
+    local_only("schedule sync")
+    synced = sync_schedule(context(fleet), me())
     if as_json:
-        print_json({"status": "ok", "jobs": count})
+        print_json(synced)
     else:
-        out.print(f"schedule synced: {count} stored jobs")
+        out.print(f"schedule synced: {synced.jobs} stored jobs")

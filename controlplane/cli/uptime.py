@@ -1,10 +1,9 @@
-"""CLI commands ``uptime`` and ``serve`` (registered on the app in ``controlplane/cli.py``)."""
+"""CLI commands ``uptime`` and ``serve`` (registered on the app in ``controlplane.cli``)."""
 
 from __future__ import annotations
 
 import logging
 import signal
-from datetime import timedelta
 from typing import Annotated
 
 import typer
@@ -12,19 +11,14 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from controlplane.app import Context
-from controlplane.cli_common import FleetOpt, JsonOpt, err, out, print_json
+from controlplane.app import build_service
+from controlplane.cli.common import FleetOpt, JsonOpt, context, err, me, out, print_json
+from controlplane.cli.remote import local_only, remote
 from controlplane.clock import utc_now
-from controlplane.settings import load_settings
-from controlplane.uptime.availability import Availability, Period
-from controlplane.uptime.job import ProbeJob
-from controlplane.uptime.store import ProbeStore
-from controlplane.uptime.summary import UptimeReader, availabilities
-from controlplane.uptime.windows import WindowCalendar, fleet_calendar
-
-
-def _calendar(ctx: Context) -> WindowCalendar:
-    return fleet_calendar(ctx.settings.resolved_fleet, ctx.fleet)
+from controlplane.deploy.operations import recover_runs
+from controlplane.errors import InvalidInput
+from controlplane.schemas.uptime import AvailabilityOut
+from controlplane.uptime import operations as ops
 
 
 def _pct(value: float | None) -> str:
@@ -50,27 +44,24 @@ def uptime(
 
     The SLA figure leaves out probes taken inside maintenance windows; budget and burn rate
     are against the member's SLO."""
-    periods = (Period.parse(window),) if window is not None else tuple(Period)
-    ctx = Context(load_settings(fleet=fleet))
-    model = ctx.fleet
-    if member is not None:
-        model.member(member)
-    store = ProbeStore(ctx.engine)
-    if probe:
-        s = ctx.settings
-        ProbeJob(model, store, timeout=s.probe_timeout_seconds, calendar=_calendar(ctx)).run()
+    client = remote(fleet)
+    if client is not None:
+        if probe:
+            raise InvalidInput("--probe is local-only: the server probes on its own schedule")
+        with client:
+            rows = client.uptime({"member": member, "window": window})
+    else:
+        rows = ops.availability(context(fleet), me(), member, window, probe=probe)
     now = utc_now()
-    counts = UptimeReader(store).counts(now)
-    rows = availabilities(model, counts, periods, member=member)
     if as_json:
-        print_json([a.to_json() for a in rows])
+        print_json(rows)
         return
     # Piped output is read by people and greps alike: never squeeze the figures to 80 columns.
     console = out if out.is_terminal else Console(width=max(out.width, 160))
     console.print(_table(rows, now.strftime("%Y-%m-%d %H:%M UTC")))
 
 
-def _table(rows: list[Availability], at: str) -> Table:
+def _table(rows: list[AvailabilityOut], at: str) -> Table:
     table = Table(
         title=f"Availability at {at} (SLA leaves out maintenance windows)", box=box.SIMPLE_HEAD
     )
@@ -79,16 +70,16 @@ def _table(rows: list[Availability], at: str) -> Table:
     for col in ("SLO", "budget left", "burn rate"):
         table.add_column(col, justify="right")
     for a in rows:
-        budget = a.budget_remaining
+        budget = a.error_budget_remaining
         style = "" if budget is None else ("red" if budget < 0 else "green")
         table.add_row(
             a.member,
             a.app,
-            a.period.value,
-            str(a.counts.total),
-            str(a.counts.in_window),
-            _pct(a.raw),
-            _pct(a.sla),
+            a.window,
+            str(a.probes),
+            str(a.in_window),
+            _pct(a.availability),
+            _pct(a.sla_availability),
             f"{a.slo:.3%}",
             f"[{style}]{_pct(budget)}[/{style}]" if style else _pct(budget),
             _num(a.burn_rate),
@@ -98,38 +89,27 @@ def _table(rows: list[Availability], at: str) -> Table:
 
 def serve(
     address: Annotated[
-        str | None, typer.Option("--address", help="Listen address for /metrics.")
+        str | None, typer.Option("--address", help="Listen address for the API and /metrics.")
     ] = None,
     port: Annotated[
-        int | None, typer.Option("--port", min=0, max=65535, help="Port for /metrics (0: any).")
+        int | None, typer.Option("--port", min=0, max=65535, help="Port (0: any free port).")
     ] = None,
     fleet: FleetOpt = None,
 ) -> None:
-    """Run the service: scheduler (probes, maintenance, queued deploys) and /metrics."""
-    from controlplane.service import Service, ServiceConfig
-
-    settings = load_settings(fleet=fleet, metrics_address=address, metrics_port=port)
-    ctx = Context(settings)
+    """Run the service: scheduler (probes, maintenance, queued deploys), API and /metrics."""
+    local_only("serve")
+    ctx = context(fleet, metrics_address=address, metrics_port=port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for noisy in ("apscheduler", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    config = ServiceConfig(
-        address=settings.metrics_address,
-        port=settings.metrics_port,
-        probe_interval=settings.probe_interval_seconds,
-        probe_timeout=settings.probe_timeout_seconds,
-        retention=timedelta(hours=settings.probe_retention_hours),
-    )
-    # Scheduled maintenance (maintenance.yml) runs in the same scheduler.
-    service = Service(
-        ctx.fleet, ctx.engine, config, calendar=_calendar(ctx), extensions=[ctx.maintenance]
-    )
+    recover_runs(ctx)  # runs a dead process left behind are interrupted before we serve
+    service = build_service(ctx)
 
-    def started(svc: Service) -> None:
-        host, bound = svc.address
+    def started(svc: object) -> None:
+        host, bound = service.address
         err.print(
             f"serving http://{host}:{bound}/metrics; probing {len(ctx.fleet.instances())} "
-            f"instances every {config.probe_interval:g}s",
+            f"instances every {service.config.probe_interval:g}s",
             markup=False,
             highlight=False,
         )

@@ -1,12 +1,13 @@
 """``controlplane windows ...``: list occurrences, check the gate, find conflicts, export .ics.
 
-Only this module reads the clock (``datetime.now(UTC)``); everything below it takes ``now``.
+Parse the options, call the windows operations, print. A refused check exits 3 after
+printing the decision, so stdout holds only that decision.
 """
 
 from __future__ import annotations
 
 import sys
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -14,18 +15,14 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.table import Table
 
-from controlplane.app import Context
-from controlplane.cli_common import FleetOpt, JsonOpt, out, print_json
-from controlplane.errors import InvalidInput
+from controlplane.cli.common import FleetOpt, JsonOpt, context, me, out, print_json
+from controlplane.cli.remote import remote
+from controlplane.schemas.windows import DecisionOut, OccurrenceOut
 from controlplane.settings import load_settings
-from controlplane.windows.calendar import member_calendar
-from controlplane.windows.conflicts import find_conflicts
-from controlplane.windows.gate import Decision, Gate, when
-from controlplane.windows.rules import Occurrence, utc_text
+from controlplane.windows import operations as ops
+from controlplane.windows.operations import parse_time
 
 EXIT_REFUSED = 3
-LIST_DAYS = 30
-CONFLICT_DAYS = 365
 
 windows_app = typer.Typer(
     help="Maintenance windows and freezes: list occurrences, check the gate, conflicts, .ics.",
@@ -39,49 +36,24 @@ FromOpt = Annotated[
 ToOpt = Annotated[str | None, typer.Option("--to", help=f"Range end. {TimeHelp}")]
 
 
-def _gate(fleet: Path | None) -> tuple[Context, Gate]:
-    ctx = Context(load_settings(fleet=fleet))
-    return ctx, ctx.gate
+def _local_text(utc_text: str, zone: ZoneInfo, fmt: str = "%Y-%m-%d %H:%M %Z") -> str:
+    at = datetime.fromisoformat(utc_text.replace("Z", "+00:00"))
+    return at.astimezone(zone).strftime(fmt)
 
 
-def parse_time(text: str | None, zone: ZoneInfo, option: str, now: datetime) -> datetime:
-    """``now``, a date (local midnight) or an ISO date-time; naive means local in ``zone``."""
-    if text is None or text == "now":
-        return now
-    try:
-        parsed = (
-            datetime.combine(date.fromisoformat(text), time())
-            if len(text) == 10
-            else datetime.fromisoformat(text)
-        )
-    except ValueError:
-        raise InvalidInput(f"{option}: {text!r} is not a time like 2026-03-29T02:30") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=zone)  # fold=0: the documented DST choice
-    return parsed.astimezone(UTC)
-
-
-def _range(
-    ctx: Context, start: str | None, end: str | None, days: int
-) -> tuple[datetime, datetime]:
-    zone = ZoneInfo(ctx.settings.timezone)
-    now = datetime.now(UTC)
-    lo = parse_time(start, zone, "--from", now)
-    hi = parse_time(end, zone, "--to", now) if end else lo + timedelta(days=days)
-    if hi <= lo:
-        raise InvalidInput("--to: must be after --from")
-    return lo, hi
-
-
-def _local(o: Occurrence, at: datetime) -> str:
-    return f"{at.astimezone(o.window.zone):%a %Y-%m-%d %H:%M %Z}"
-
-
-def _span_local(o: Occurrence) -> str:
-    start, end = o.local_start, o.local_end
+def _span_local(o: OccurrenceOut) -> str:
+    start, end = datetime.fromisoformat(o.start_local), datetime.fromisoformat(o.end_local)
+    zone = ZoneInfo(o.timezone)
+    start, end = start.astimezone(zone), end.astimezone(zone)
     if start.date() == end.date():
         return f"{start:%a %Y-%m-%d %H:%M %Z} to {end:%H:%M %Z}"
     return f"{start:%a %Y-%m-%d %H:%M %Z} to {end:%a %Y-%m-%d %H:%M %Z}"
+
+
+def _utc_span(o: OccurrenceOut) -> str:
+    start = o.start_utc.replace("T", " ")[:16]
+    end = o.end_utc.replace("T", " ")[:16]
+    return f"{start} to {end}Z"
 
 
 @windows_app.command("list")
@@ -93,50 +65,55 @@ def list_occurrences(
     as_json: JsonOpt = False,
 ) -> None:
     """List window and freeze occurrences in local time and UTC (default: the next 30 days)."""
-    ctx, gate = _gate(fleet)
-    lo, hi = _range(ctx, start, end, LIST_DAYS)
-    chosen = gate.windows_for_member(member) if member else gate.windows
-    found = gate.occurrences_between(lo, hi, chosen)
+    begin, until = parse_time(start, "from"), parse_time(end, "to")
+    client = remote(fleet)
+    if client is not None:
+        with client:
+            found = client.windows({"member": member, "from": start, "to": end})
+    else:
+        found = ops.list_occurrences(context(fleet), me(), member, begin, until)
     if as_json:
-        print_json(
-            {
-                "from": utc_text(lo),
-                "to": utc_text(hi),
-                "member": member,
-                "occurrences": [o.to_json() for o in found],
-            }
-        )
+        print_json(found)
         return
-    table = Table(title=f"Windows and freezes {utc_text(lo)} .. {utc_text(hi)}")
+    table = Table(title=f"Windows and freezes {found.start} .. {found.end}")
     table.add_column("window", no_wrap=True)
     for col in ("kind", "scope", "local time", "UTC"):
         table.add_column(col)
-    for o in found:
+    for o in found.occurrences:
         table.add_row(
-            o.window.name,
-            o.window.kind.value,
-            str(o.window.scope),
+            o.window,
+            o.kind,
+            _scope_text(o.scope),
             _span_local(o),
-            f"{o.start:%Y-%m-%d %H:%M} to {o.end:%Y-%m-%d %H:%M}Z",
-            style="red" if o.window.is_freeze else None,
+            _utc_span(o),
+            style="red" if o.kind == "freeze" else None,
         )
     out.print(table)
 
 
-def _show(decision: Decision, as_json: bool, zone: ZoneInfo) -> None:
+def _scope_text(scope: dict[str, str] | str) -> str:
+    if isinstance(scope, str):
+        return scope
+    if "host" in scope:
+        return f"host {scope['host']}"
+    if "app" in scope:
+        return f"{scope.get('member')}/{scope['app']}"
+    return f"member {scope.get('member')}"
+
+
+def _show(decision: DecisionOut, as_json: bool, zone: ZoneInfo) -> None:
     if as_json:
-        print_json(decision.to_json())
+        print_json(decision)
     else:
         colour = "green" if decision.allowed else "red"
-        verdict = decision.verdict.value.upper()
-        out.print(f"[{colour}]{verdict}[/{colour}] ({decision.reason.value})")
+        out.print(f"[{colour}]{decision.status.upper()}[/{colour}] ({decision.reason})")
         out.print(decision.message, markup=False, highlight=False)
         if decision.hosts:
             out.print(f"hosts touched: {', '.join(decision.hosts)}", highlight=False)
         if decision.next_allowed and not decision.allowed:
             out.print(
-                f"next opening: {when(decision.next_allowed, zone)} "
-                f"({utc_text(decision.next_allowed)})",
+                f"next opening: {_local_text(decision.next_allowed, zone)} "
+                f"({decision.next_allowed})",
                 highlight=False,
             )
     if not decision.allowed:
@@ -153,10 +130,16 @@ def check(
     as_json: JsonOpt = False,
 ) -> None:
     """Say whether a change to MEMBER may start now (or --at); exit 0 allowed, 3 refused."""
-    ctx, gate = _gate(fleet)
-    zone = ZoneInfo(ctx.settings.timezone)
-    now = parse_time(at, zone, "--at", datetime.now(UTC))
-    _show(gate.check_member(member, app, now), as_json, zone)
+    when = parse_time(at, "at")
+    client = remote(fleet)
+    if client is not None:
+        with client:
+            decision = client.check({"member": member, "app": app, "at": at})
+        _show(decision, as_json, _zone())
+        return
+    ctx = context(fleet)
+    decision = ops.check_member(ctx, me(), member, app, when)
+    _show(decision, as_json, ZoneInfo(ctx.settings.timezone))
 
 
 @windows_app.command("check-host")
@@ -167,10 +150,21 @@ def check_host(
     as_json: JsonOpt = False,
 ) -> None:
     """Say whether host work (patching) on HOST may start; exit 0 allowed, 3 refused."""
-    ctx, gate = _gate(fleet)
-    zone = ZoneInfo(ctx.settings.timezone)
-    now = parse_time(at, zone, "--at", datetime.now(UTC))
-    _show(gate.check_host(host, now), as_json, zone)
+    when = parse_time(at, "at")
+    client = remote(fleet)
+    if client is not None:
+        with client:
+            decision = client.check_host({"host": host, "at": at})
+        _show(decision, as_json, _zone())
+        return
+    ctx = context(fleet)
+    decision = ops.check_host(ctx, me(), host, when)
+    _show(decision, as_json, ZoneInfo(ctx.settings.timezone))
+
+
+def _zone() -> ZoneInfo:
+    """The zone this machine's settings name: where the person reading the answer is."""
+    return ZoneInfo(load_settings().timezone)
 
 
 @windows_app.command("conflicts")
@@ -181,26 +175,28 @@ def conflicts(
     as_json: JsonOpt = False,
 ) -> None:
     """Windows lost to freezes on shared hosts, and overlapping host windows (next 365 days)."""
-    ctx, gate = _gate(fleet)
-    lo, hi = _range(ctx, start, end, CONFLICT_DAYS)
-    found = find_conflicts(gate, lo, hi)
+    begin, until = parse_time(start, "from"), parse_time(end, "to")
+    client = remote(fleet)
+    if client is not None:
+        with client:
+            found = client.conflicts({"from": start, "to": end})
+    else:
+        found = ops.conflicts(context(fleet), me(), begin, until)
     if as_json:
-        print_json(
-            {"from": utc_text(lo), "to": utc_text(hi), "conflicts": [c.to_json() for c in found]}
-        )
+        print_json(found)
         return
-    if not found:
-        out.print(f"no conflicts between {utc_text(lo)} and {utc_text(hi)}")
+    if not found.conflicts:
+        out.print(f"no conflicts between {found.start} and {found.end}")
         return
-    table = Table(title=f"{len(found)} conflicts {utc_text(lo)} .. {utc_text(hi)}")
+    table = Table(title=f"{len(found.conflicts)} conflicts {found.start} .. {found.end}")
     for col in ("kind", "window", "local start", "with", "hosts", "members / stacks"):
         table.add_column(col)
-    for c in found:
+    for c in found.conflicts:
         table.add_row(
-            c.kind.value,
-            c.window.window.name,
-            _local(c.window, c.window.start),
-            ", ".join(o.window.name for o in c.others),
+            c.kind,
+            c.window,
+            _local_text(c.start_utc, ZoneInfo(c.timezone), "%a %Y-%m-%d %H:%M %Z"),
+            ", ".join(o.window for o in c.others),
             ", ".join(c.hosts),
             ", ".join(c.shared),
         )
@@ -217,8 +213,12 @@ def ics(
     fleet: FleetOpt = None,
 ) -> None:
     """Print MEMBER's windows and freezes as an iCalendar (RFC 5545) feed to import."""
-    _, gate = _gate(fleet)
-    feed = member_calendar(gate, member, datetime.now(UTC), app)
+    client = remote(fleet)
+    if client is not None:
+        with client:
+            feed = client.ics(member, {"app": app})
+    else:
+        feed = ops.ics(context(fleet), me(), member, app)
     if output is not None:
         output.write_bytes(feed)
     else:

@@ -44,7 +44,7 @@ class Period(Enum):
             return cls(value)
         except ValueError:
             choices = ", ".join(p.value for p in cls)
-            raise InvalidInput(f"--window {text!r}: choose one of {choices}") from None
+            raise InvalidInput(f"window: {text!r} is not one of {choices}") from None
 
 
 _DELTAS = {

@@ -1,0 +1,192 @@
+"""Reading runs for any edge: a filtered page of runs, one run in detail, its events.
+
+Every read asks the access policy first: an engineer sees only the runs of the members
+they act for (another member's run is not found, not forbidden), and a role that may not
+read runs at all is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, or_, select
+
+from controlplane.access.policy import Action, Principal, authorize
+from controlplane.clock import as_utc
+from controlplane.deploy.model import Run, RunEvent, RunKind, RunStatus
+from controlplane.errors import InvalidInput, RunNotFound
+from controlplane.schemas.runs import PlanChangeOut, RunDetailOut, RunOut, RunPageOut
+from controlplane.store.schema import runs as runs_table
+
+if TYPE_CHECKING:
+    from controlplane.app import Context
+
+MAX_PAGE = 1000
+# While following a run, look for a dead owner this often: following must not wait forever.
+RECOVER_EVERY_SECONDS = 5.0
+
+
+def is_plan(run: Run) -> bool:
+    """A check-mode run: it reports what would change and changes nothing.
+
+    The one place that reads the run's free-form options for this."""
+    return run.options.check
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a list shows; ``since`` is inclusive and ``until`` exclusive. Times
+    without an offset are local time in the configured zone."""
+
+    member: str | None = None
+    app: str | None = None
+    statuses: tuple[RunStatus, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def parse_status(text: str) -> RunStatus:
+    try:
+        return RunStatus(text)
+    except ValueError:
+        choices = ", ".join(s.value for s in RunStatus)
+        raise InvalidInput(f"status: {text!r} is not one of {choices}") from None
+
+
+def encode_cursor(run: Run) -> str:
+    """An opaque token for "the runs after this one" in the list's stable order."""
+    raw = json.dumps([as_utc(run.created_at).isoformat(), run.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, run_id = json.loads(raw)
+        return as_utc(datetime.fromisoformat(at)).astimezone(UTC), str(run_id)
+    except (ValueError, TypeError, binascii.Error):
+        raise InvalidInput("cursor: not a cursor from an earlier page of this list") from None
+
+
+def _aware(value: datetime | None, zone: ZoneInfo) -> datetime | None:
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=zone)).astimezone(UTC)
+
+
+def visible_run(ctx: Context, principal: Principal, run_id: str, action: Action) -> Run:
+    """The run, when this caller may do ``action`` on it; another member's run (or, for a
+    member-scoped caller, a run of no member) is not found."""
+    authorize(principal, action)
+    run = ctx.runs.get(run_id)
+    if not principal.sees(run.member):
+        raise RunNotFound(f"no run {run_id!r}")
+    return run
+
+
+def list_runs(
+    ctx: Context,
+    principal: Principal,
+    where: RunFilter = RunFilter(),
+    *,
+    limit: int = 20,
+    cursor: str | None = None,
+) -> RunPageOut:
+    """The newest runs first (created_at descending, then id), one page at a time."""
+    authorize(principal, Action.RUNS_READ, where.member)
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit: must be between 1 and {MAX_PAGE}")
+    t = runs_table
+    query = select(t.c.id).order_by(t.c.created_at.desc(), t.c.id).limit(limit + 1)
+    if where.member is not None:
+        query = query.where(t.c.member == where.member)
+    elif principal.scoped:
+        query = query.where(t.c.member.in_(sorted(principal.members)))
+    if where.app is not None:
+        query = query.where(t.c.app == where.app)
+    if where.statuses:
+        query = query.where(t.c.status.in_([s.value for s in where.statuses]))
+    zone = ZoneInfo(ctx.settings.timezone)
+    since, until = (_aware(v, zone) for v in (where.since, where.until))
+    if since and until and until <= since:
+        raise InvalidInput("until: must be after since")
+    if since is not None:
+        query = query.where(t.c.created_at >= since)
+    if until is not None:
+        query = query.where(t.c.created_at < until)
+    if cursor is not None:
+        at, after = decode_cursor(cursor)
+        query = query.where(or_(t.c.created_at < at, and_(t.c.created_at == at, t.c.id > after)))
+    with ctx.engine.connect() as conn:
+        ids = list(conn.execute(query).scalars())
+    found = [ctx.runs.get(i) for i in ids[:limit]]
+    more = len(ids) > limit
+    return RunPageOut(
+        runs=[RunOut.of(r, ctx.runs.host_results(r.id)) for r in found],
+        next_cursor=encode_cursor(found[-1]) if more and found else None,
+    )
+
+
+def plan_changes(events: Iterable[RunEvent]) -> list[PlanChangeOut]:
+    """Per host, the tasks a check-mode run found would change."""
+    changes: dict[str, list[str]] = {}
+    for e in events:
+        if e.event == "runner_on_ok" and e.data.get("changed") and e.host:
+            changes.setdefault(e.host, []).append(e.task or "?")
+    return [PlanChangeOut(host=h, tasks=t) for h, t in sorted(changes.items())]
+
+
+def detail(ctx: Context, run: Run) -> RunDetailOut:
+    """A run the caller was already allowed to see, with its hosts and plan changes."""
+    changes = (
+        plan_changes(ctx.runs.events(run.id))
+        if is_plan(run) and run.kind is RunKind.DEPLOY
+        else None
+    )
+    return RunDetailOut(
+        **RunOut.of(run, ctx.runs.host_results(run.id)).model_dump(), changes=changes
+    )
+
+
+def show_run(ctx: Context, principal: Principal, run_id: str) -> RunDetailOut:
+    """One run (an id or a unique prefix of one), its hosts and, for a plan, its changes."""
+    return detail(ctx, visible_run(ctx, principal, run_id, Action.RUNS_READ))
+
+
+def follow_events(
+    ctx: Context,
+    principal: Principal,
+    run_id: str,
+    after_seq: int = -1,
+    *,
+    poll_seconds: float = 0.5,
+    recover: Callable[[], object] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Iterator[RunEvent]:
+    """Yield the run's events after ``after_seq`` as they arrive, until the run ends.
+
+    ``recover`` is called every few seconds, so a run whose owner died while we follow it
+    ends as interrupted instead of being followed forever."""
+    run = visible_run(ctx, principal, run_id, Action.RUNS_READ)
+    seq = after_seq
+    checked = monotonic()
+    while True:
+        finished = ctx.runs.get(run.id).status.finished
+        for event in ctx.runs.events(run.id, after_seq=seq):
+            seq = event.seq
+            yield event
+        if finished:
+            return
+        if recover is not None and monotonic() - checked >= RECOVER_EVERY_SECONDS:
+            recover()
+            checked = monotonic()
+        sleep(poll_seconds)
