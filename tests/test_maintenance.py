@@ -83,7 +83,9 @@ def build(
     engine = Engine(
         fleet,
         store,
-        EngineConfig(data_dir=tmp / "var", playbooks_dir=ROOT / "controlplane" / "playbooks", fleet_dir=LAB),
+        EngineConfig(
+            data_dir=tmp / "var", playbooks_dir=ROOT / "controlplane" / "playbooks", fleet_dir=LAB
+        ),
         RenderContext(tmp / "var", sys.executable),
         runner=runner,
         gate=gate,
@@ -120,9 +122,9 @@ def wait_for_runs(store: RunStore, count: int, timeout: float = 90) -> list[Run]
 def stored_ids(sql: SqlEngine) -> list[str]:
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 
-    from controlplane.maintenance.cli import _StoreOnly
+    from controlplane.maintenance.operations import StoreOnlyScheduler
 
-    s = _StoreOnly(jobstores={"default": SQLAlchemyJobStore(engine=sql)}, timezone="UTC")
+    s = StoreOnlyScheduler(jobstores={"default": SQLAlchemyJobStore(engine=sql)}, timezone="UTC")
     s.start(paused=True)
     try:
         return sorted(j.id for j in s.get_jobs())
@@ -145,15 +147,16 @@ def test_patch_job_runs_the_patch_playbook_when_its_window_opens(
         scheduler.shutdown(wait=True)
     assert run.kind is RunKind.PATCH and run.status is RunStatus.SUCCESSFUL, run.error
     assert run.started_by == "scheduler"
-    assert run.params["window"]["window"] == "patch-soon"
-    assert run.params["vars"] == {"cp_serial": "1", "cp_max_fail_percentage": 0.0}
-    assert run.started_at is not None
-    opened = datetime.fromisoformat(run.params["window"]["start_utc"].replace("Z", "+00:00"))
+    schedule = run.options.schedule
+    assert schedule is not None and schedule.window == "patch-soon"
+    assert run.options.extravars() == {"cp_serial": "1", "cp_max_fail_percentage": 0.0}
+    assert run.started_at is not None and schedule.occurrence is not None
+    opened = schedule.occurrence
     assert run.started_at >= opened
     for host in ssh_lab.hosts[:2]:
         record = json.loads((host.root / "var/lib/controlplane/patch-level.json").read_text())
         assert record["mode"] == "simulate"
-        assert record["applied_at"] >= run.params["window"]["start_utc"]
+        assert datetime.fromisoformat(record["applied_at"].replace("Z", "+00:00")) >= opened
     # The next occurrence (tomorrow) is stored; the one that ran is gone.
     [next_job] = [j for j in stored_ids(sql) if j.startswith("window:")]
     assert next_job.startswith("window:patch-all:")
@@ -234,7 +237,8 @@ def test_window_creates_an_alertmanager_silence(sql: SqlEngine, tmp_path: Path) 
     finally:
         scheduler.shutdown(wait=True)
         server.shutdown()
-    assert run.params["silence_id"] == "abc-123"
+    assert run.options.schedule is not None
+    assert run.options.schedule.silence_id == "abc-123"
     [silence] = received
     assert silence["createdBy"] == "controlplane"
     assert silence["comment"] == "maintenance window patch-soon"
@@ -270,7 +274,7 @@ def test_deploy_when_next_window_is_stored_for_the_next_opening(tmp_path: Path) 
     listed = json.loads(run("schedule", "list", "--json").stdout)
     assert [j["id"] for j in listed] == [data["id"]]
     bad = run("deploy", "utrecht", "--app", "uitkering", "--when", "tomorrow")
-    assert bad.returncode == 2 and "--when" in bad.stderr
+    assert bad.returncode == 2 and "when: 'tomorrow'" in bad.stderr
 
 
 def ssh_fleet_stub() -> Fleet:

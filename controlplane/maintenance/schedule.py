@@ -12,6 +12,10 @@ How it works:
 * The gate is asked again at the moment the work starts (a freeze beats the window).
 * ``deploy --when next-window`` stores a one-shot job (id ``deploy:<uuid>``) at the next
   opening the gate reports; it is planned and gated again when it fires.
+* Everything the scheduler starts or skips is audited, with ``SCHEDULER`` (name
+  ``scheduler``, role ``admin``) as the actor: ``schedule_start`` (accepted) when a job's
+  run starts, ``maintenance_skipped`` when a job is skipped (``refused`` by the gate or a
+  lock, ``failed`` when it was missed), and the run's end like any other run's.
 """
 
 from __future__ import annotations
@@ -31,11 +35,16 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 
+from controlplane.access.policy import Principal, Role
+from controlplane.audit import runs as audit_runs
+from controlplane.audit.chain import AuditAction, Outcome
+from controlplane.audit.store import AuditLog
 from controlplane.deploy.engine import Engine
 from controlplane.deploy.model import Run, RunKind, RunSpec, RunStatus
+from controlplane.deploy.options import PlaybookVars, RunOptions, ScheduleRef
 from controlplane.deploy.plan import DeployRequest, Planner
-from controlplane.deploy.rollout import parse_max_fail
-from controlplane.errors import ControlPlaneError, GateClosed, InvalidInput
+from controlplane.deploy.rollout import Serial, parse_max_fail
+from controlplane.errors import ControlPlaneError, GateClosed, InvalidInput, LockHeld
 from controlplane.maintenance.model import JobKind, MaintenanceJob
 from controlplane.windows.gate import Gate
 from controlplane.windows.rules import Occurrence, ScopeKind
@@ -47,6 +56,10 @@ log = logging.getLogger(__name__)
 _active: Maintenance | None = None
 
 DEPLOY_GRACE = timedelta(minutes=30)
+
+# Who the audit log names for what the scheduler starts or skips: no person is at the
+# keyboard then; a queued deploy's entries still say who queued it (``started_by``).
+SCHEDULER = Principal(name="scheduler", role=Role.ADMIN)
 
 
 def fire(kind: str, name: str, payload: dict[str, Any]) -> None:
@@ -76,8 +89,10 @@ class Maintenance:
         silence: Silence | None = None,
         clock: Callable[[], datetime] | None = None,
         fleet_dir: str | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.engine = engine
+        self.audit = audit or AuditLog(engine.store.engine)
         self.planner = planner
         self.gate = gate
         self.jobs = {j.name: j for j in jobs}
@@ -212,20 +227,29 @@ class Maintenance:
         return found[0] if found and found[0].start == start else None
 
     def _maintain(self, job: MaintenanceJob, occurrence: Occurrence | None) -> Run:
-        vars_: dict[str, Any] = {
-            "cp_serial": job.serial,
-            "cp_max_fail_percentage": parse_max_fail(job.max_fail),
-        }
+        vars_ = PlaybookVars()
         if job.kind is JobKind.DRIFT and self.fleet_dir:
-            vars_["cp_vault_dir"] = f"{self.fleet_dir}/vault"
-            vars_["cp_broken_versions"] = {
-                a.slug: [v.version for v in a.versions if v.broken] for a in self.gate.fleet.apps
-            }
-        params: dict[str, Any] = {"vars": vars_, "job": job.name}
+            vars_ = PlaybookVars(
+                vault_dir=f"{self.fleet_dir}/vault",
+                broken_versions={
+                    a.slug: tuple(v.version for v in a.versions if v.broken)
+                    for a in self.gate.fleet.apps
+                },
+            )
+        schedule = ScheduleRef(job=job.name)
         if occurrence is not None:
-            params["window"] = occurrence.to_json()
-            if self.silence is not None:
-                params["silence_id"] = self._silence(occurrence)
+            schedule = ScheduleRef(
+                job=job.name,
+                occurrence=occurrence.start,
+                window=occurrence.window.name,
+                silence_id=self._silence(occurrence) if self.silence is not None else None,
+            )
+        options = RunOptions(
+            serial=Serial.parse(job.serial).for_ansible(),
+            max_fail_percentage=parse_max_fail(job.max_fail),
+            schedule=schedule,
+            vars=vars_,
+        )
         spec = RunSpec(
             kind=RunKind.PATCH if job.kind is JobKind.PATCH else RunKind.DRIFT,
             playbook=job.playbook,
@@ -233,7 +257,7 @@ class Maintenance:
             reason=f"maintenance job {job.name}"
             + (f" in window {occurrence.window.name}" if occurrence else ""),
             hosts=job.hosts,
-            params=params,
+            options=options,
         )
         if job.kind is JobKind.PATCH:
             return self._submit_and_run(spec)
@@ -249,15 +273,8 @@ class Maintenance:
             hosts = [h for h in hosts if h in spec.hosts]
             if not hosts:
                 continue
-            vars_ = {**spec.params["vars"], "cp_member": member.slug}
-            last = self._submit_and_run(
-                replace(
-                    spec,
-                    member=member.slug,
-                    hosts=tuple(hosts),
-                    params={**spec.params, "vars": vars_},
-                )
-            )
+            # The engine gives a member's run its cp_member.
+            last = self._submit_and_run(replace(spec, member=member.slug, hosts=tuple(hosts)))
         if last is None:
             raise InvalidInput(f"{spec.reason}: no member has instances on {spec.hosts}")
         return last
@@ -280,12 +297,33 @@ class Maintenance:
         try:
             run = self.engine.submit(spec, queue=True, queue_timeout=600)
         except GateClosed as refused:
-            return self.record_skipped(spec, f"the gate refused at start: {refused}")
-        return self.engine.execute(run.id)
+            why = f"the gate refused at start: {refused}"
+            return self.record_skipped(spec, why, Outcome.REFUSED)
+        except LockHeld as held:
+            audit_runs.record_refused(
+                self.audit, SCHEDULER, spec, held, AuditAction.MAINTENANCE_SKIPPED
+            )
+            raise
+        audit_runs.record_accepted(self.audit, SCHEDULER, run, AuditAction.SCHEDULE_START)
+        final = self.engine.execute(run.id)
+        audit_runs.record_end(self.audit, final)
+        return final
 
-    def record_skipped(self, spec: RunSpec, why: str) -> Run:
+    def record_skipped(self, spec: RunSpec, why: str, outcome: Outcome = Outcome.FAILED) -> Run:
+        """Record scheduled work that did not start, as a skipped run and in the audit log
+        (``refused`` when the gate said no, ``failed`` when it was missed)."""
         run = self.engine.store.create(spec, node=self.engine.node)
-        return self.engine.store.transition(run.id, RunStatus.SKIPPED, error=why)
+        skipped = self.engine.store.transition(run.id, RunStatus.SKIPPED, error=why)
+        self.audit.record(
+            SCHEDULER,
+            AuditAction.MAINTENANCE_SKIPPED,
+            member=skipped.member,
+            target=skipped.id,
+            reason=skipped.reason,
+            outcome=outcome,
+            detail={**audit_runs.facts(skipped), "why": why, "started_by": skipped.started_by},
+        )
+        return skipped
 
     def _on_missed(self, event: JobExecutionEvent) -> None:
         """The window passed while the control plane was down: skip it and say so."""
@@ -301,13 +339,22 @@ class Maintenance:
                 started_by="scheduler",
                 reason=f"maintenance job {job.name}",
                 hosts=job.hosts,
-                params={"job": job.name, "due": when},
+                options=RunOptions(
+                    schedule=ScheduleRef(job=job.name, occurrence=event.scheduled_run_time)
+                ),
             )
             self.record_skipped(spec, why)
             if kind == "window":
                 self._schedule_window(job, after=self.clock())
         elif kind == "deploy":
             log.warning("queued deploy %s %s", event.job_id, why)
+            self.audit.record(
+                SCHEDULER,
+                AuditAction.MAINTENANCE_SKIPPED,
+                target=event.job_id,
+                outcome=Outcome.FAILED,
+                detail={"kind": "deploy", "why": why},
+            )
 
     # -- Alertmanager --------------------------------------------------------------------------
 
