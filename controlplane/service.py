@@ -2,30 +2,34 @@
 
 It runs the scheduler (probe rounds every ``probe_interval_seconds``, sample retention
 hourly, and, on this node only, keeping the metrics' closed-hour sums current) and serves
-``/metrics`` (and ``/healthz``) over HTTP on a port of its own. It stops cleanly on SIGTERM
-and SIGINT: the HTTP listener closes, a probe round in flight finishes, and the scheduler
-shuts down.
+one ASGI app (the HTTP API, ``/metrics``, ``/healthz``, ``/readyz``) with uvicorn on one
+port. It stops cleanly on SIGTERM and SIGINT: the listener closes, requests in flight and a
+probe round in flight finish, and the scheduler shuts down.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
-import socketserver
+import socket
 import threading
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import FrameType
-from typing import Any, Protocol
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from typing import Protocol
 
+import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
+from starlette.types import ASGIApp
 
+from controlplane.api.app import system_app
+from controlplane.api.system import Readiness, readiness_check
 from controlplane.clock import utc_now
 from controlplane.errors import Unreachable
 from controlplane.fleet.model import Fleet
@@ -40,8 +44,11 @@ log = logging.getLogger(__name__)
 PROBE_JOB = "uptime.probe"
 RETENTION_JOB = "uptime.retention"
 WARM_JOB = "metrics.prepare"
+RECOVER_JOB = "runs.recover"
+RECOVER_SECONDS = 30
 
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+# Requests in flight get this long to finish once a stop is asked for.
+GRACEFUL_SECONDS = 5
 
 
 class SchedulerExtension(Protocol):
@@ -54,6 +61,14 @@ class SchedulerExtension(Protocol):
         """Called once the scheduler runs: bring the stored jobs in line."""
 
 
+class ApiFactory(Protocol):
+    """Builds the ASGI app to serve (``partial(api.app.create_app, ctx)``)."""
+
+    def __call__(
+        self, *, registry: CollectorRegistry, readiness: Callable[[], Readiness]
+    ) -> ASGIApp: ...
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     address: str = "127.0.0.1"
@@ -63,37 +78,24 @@ class ServiceConfig:
     retention: timedelta = timedelta(days=7)
 
 
-def http_app(registry: CollectorRegistry) -> WsgiApp:
-    """``/metrics`` from ``registry``, ``/healthz`` for the process itself, 404 elsewhere.
-
-    The HTTP API can mount the same ``/metrics`` app when it arrives."""
-    metrics = make_wsgi_app(registry)
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "/")
-        if path == "/metrics":
-            return metrics(environ, start_response)  # type: ignore[no-any-return]
-        if path == "/healthz":
-            start_response("200 OK", [("Content-Type", "text/plain")])
-            return [b"ok\n"]
-        start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [b"not found; try /metrics\n"]
-
-    return app
-
-
-class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http: " + format, *args)
+def _listen(address: str, port: int) -> socket.socket:
+    """Bind before anything starts, so a taken port fails fast with one line."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise Unreachable(f"cannot listen on {address}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 class Service:
-    """The scheduler, the probe and retention jobs, and the metrics listener."""
+    """The scheduler, the probe and retention jobs, and the HTTP listener (the API factory's
+    app, or only /healthz, /readyz and an open /metrics without one)."""
 
     def __init__(
         self,
@@ -105,8 +107,13 @@ class Service:
         registry: CollectorRegistry | None = None,
         clock: Callable[[], datetime] = utc_now,
         extensions: Sequence[SchedulerExtension] = (),
+        api: ApiFactory | None = None,
+        recover: Callable[[], object] | None = None,
     ) -> None:
         self.fleet = fleet
+        # Marks runs whose owner died as interrupted and frees their locks; every node
+        # runs it, as recovering a run twice is harmless.
+        self.recover = recover
         self.extensions = tuple(extensions)
         self.engine = engine
         self.config = config
@@ -132,33 +139,52 @@ class Service:
         )
         self.retention_job = RetentionJob(self.store, config.retention, clock=clock)
         self.scheduler: BackgroundScheduler | None = None
-        self._http: WSGIServer | None = None
+        factory = api or system_app
+        self.app = factory(registry=registry, readiness=self.readiness)
+        self._socket: socket.socket | None = None
+        self._server: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
 
     @property
     def address(self) -> tuple[str, int]:
-        if self._http is None:
+        if self._socket is None:
             raise RuntimeError("the service is not started")
-        host, port = self._http.server_address[:2]
+        host, port = self._socket.getsockname()[:2]
         return str(host), int(port)
+
+    def readiness(self) -> Readiness:
+        """Database reachable, migrations current, scheduler running (``/readyz``)."""
+        scheduler = self.scheduler
+        return readiness_check(self.engine, lambda: scheduler is not None and scheduler.running)
+
+    def _serve_http(self) -> None:
+        self._socket = _listen(self.config.address, self.config.port)
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,  # the process's logging stays as the CLI set it up
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=GRACEFUL_SECONDS,
+            server_header=False,
+        )
+        server = uvicorn.Server(config)
+        self._server = server
+        sockets = [self._socket]
+        self._http_thread = threading.Thread(
+            target=server.run, kwargs={"sockets": sockets}, name="http", daemon=True
+        )
+        self._http_thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started and self._http_thread.is_alive():
+            if time.monotonic() > deadline:
+                raise Unreachable("the HTTP server did not start within 10 s")
+            time.sleep(0.02)
+        if not server.started:
+            raise Unreachable("the HTTP server stopped while starting; see the log")
 
     def start(self) -> None:
         """Bind the listener first (a taken port fails fast), then start the scheduler."""
-        try:
-            self._http = make_server(
-                self.config.address,
-                self.config.port,
-                http_app(self.registry),
-                server_class=_ThreadingServer,
-                handler_class=_QuietHandler,
-            )
-        except OSError as exc:
-            where = f"{self.config.address}:{self.config.port}"
-            raise Unreachable(f"cannot listen on {where}: {exc.strerror or exc}") from None
-        self._http_thread = threading.Thread(
-            target=self._http.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
-        )
-        self._http_thread.start()
+        self._serve_http()
         scheduler = build_scheduler(self.engine)
         now = self.clock()
         add_job(
@@ -186,6 +212,15 @@ class Service:
             next_run_time=now,
             local=True,
         )
+        if self.recover is not None:
+            add_job(
+                scheduler,
+                RECOVER_JOB,
+                self.recover,
+                IntervalTrigger(seconds=RECOVER_SECONDS),
+                next_run_time=now + timedelta(seconds=RECOVER_SECONDS),
+                local=True,
+            )
         for extension in self.extensions:
             extension.install(scheduler)
         scheduler.start()
@@ -195,14 +230,19 @@ class Service:
 
     def stop(self) -> None:
         """Close the listener, let a running job finish, stop the scheduler."""
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http = None
+        if self._server is not None:
+            self._server.should_exit = True
+            if self._http_thread is not None:
+                self._http_thread.join(GRACEFUL_SECONDS + 5)
+            self._server = None
+            self._http_thread = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=True)
             self.scheduler = None
-        for name in (PROBE_JOB, RETENTION_JOB, WARM_JOB):
+        for name in (PROBE_JOB, RETENTION_JOB, WARM_JOB, RECOVER_JOB):
             unregister(name)
 
     def run_until_signalled(self, on_started: Callable[[Service], None] | None = None) -> int:

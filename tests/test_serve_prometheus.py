@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
+from controlplane.access.policy import Role
 from tests.conftest import ROOT, missing
-from tests.test_serve_service import ServeProcess, write_env
+from tests.test_serve_service import ServeProcess, issue_token, write_env
 from tests.test_uptime_probes import FakeApp
 
 RULES = ROOT / "docs" / "prometheus" / "rules" / "controlplane.rules.yml"
@@ -31,7 +32,7 @@ def free_port() -> int:
 
 
 class Prometheus:
-    def __init__(self, tmp: Path, target: str) -> None:
+    def __init__(self, tmp: Path, target: str, token_file: Path) -> None:
         binary = shutil.which("prometheus")
         if binary is None:
             missing("prometheus is not installed; scripts/setup.sh installs Debian's prometheus")
@@ -43,6 +44,8 @@ class Prometheus:
                 {
                     "job_name": "controlplane",
                     "scrape_timeout": "1s",
+                    # As in the shipped docs/prometheus/prometheus.yml: a metrics token.
+                    "authorization": {"credentials_file": str(token_file)},
                     "static_configs": [{"targets": [target]}],
                 }
             ],
@@ -102,10 +105,14 @@ def app() -> Iterator[FakeApp]:
 
 
 def test_prometheus_scrapes_serve_and_answers_availability(app: FakeApp, tmp_path: Path) -> None:
-    serve = ServeProcess(write_env(tmp_path, [app]))
+    env = write_env(tmp_path, [app])
+    token_file = tmp_path / "metrics.token"
+    token_file.write_text(issue_token(env, Role.METRICS) + "\n")
+    token_file.chmod(0o600)
+    serve = ServeProcess(env)
     prometheus: Prometheus | None = None
     try:
-        prometheus = Prometheus(tmp_path, serve.url.removeprefix("http://"))
+        prometheus = Prometheus(tmp_path, serve.url.removeprefix("http://"), token_file)
         [up] = prometheus.wait_for('up{job="controlplane"} == 1')
         [availability] = prometheus.wait_for(
             'controlplane_availability_ratio{member="amsterdam",app="uitkering",period="1h"}'

@@ -3,6 +3,7 @@ the CLI process, and its clean shutdown on SIGTERM and SIGINT."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -21,8 +22,12 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine, text
 
+from controlplane.access.policy import Role
+from controlplane.access.store import TokenStore
+from controlplane.fleet.loader import load_fleet
 from controlplane.scheduler import add_job, build_scheduler, run_registered, unregister
 from controlplane.service import PROBE_JOB, RETENTION_JOB, Service, ServiceConfig
+from controlplane.store.db import make_engine, migrate
 from tests.fleet_files import write_fleet
 from tests.test_uptime_probes import FakeApp, tiny_fleet
 
@@ -30,9 +35,12 @@ CLI = str(Path(sys.executable).parent / "controlplane")
 SUCCESS = re.compile(rb'^controlplane_probe_success\{[^}]*host="(h\d)"[^}]*\} (\S+)$', re.M)
 
 
-def get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+def get(url: str, timeout: float = 5.0, token: str | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -82,7 +90,8 @@ def test_service_probes_on_schedule_and_serves_metrics(apps: list[FakeApp], sql:
         )
         apps[1].stop()
         wait_for("h1 probed down", lambda: probe_success(get(f"{url}/metrics")[1]).get("h1") == 0.0)
-        assert get(f"{url}/healthz") == (200, b"ok\n")
+        assert get(f"{url}/healthz") == (200, b'{"status":"ok"}')
+        assert json.loads(get(f"{url}/readyz")[1])["status"] == "ready"
         assert get(f"{url}/nothing")[0] == 404
         with sql.connect() as conn:
             jobs = set(conn.execute(text("SELECT id FROM apscheduler_jobs")).scalars())
@@ -121,6 +130,20 @@ def test_scheduler_persists_jobs_by_name_and_replaces_them(engine: Engine) -> No
         again.shutdown(wait=False)
         unregister("test.tick")
     run_registered("test.tick")  # no implementation here any more: logged, not raised
+
+
+def issue_token(env: dict[str, str], role: Role) -> str:
+    """A real token in the database ``serve`` will use (created before it starts)."""
+    engine = make_engine(env["CONTROLPLANE_DATABASE_URL"])
+    try:
+        migrate(engine)
+        known = [m.slug for m in load_fleet(Path(env["CONTROLPLANE_FLEET"])).members]
+        _, secret = TokenStore(engine).create(
+            role=role, lifetime=timedelta(hours=1), created_by="test", known_members=known
+        )
+    finally:
+        engine.dispose()
+    return secret
 
 
 def write_env(tmp_path: Path, apps: list[FakeApp]) -> dict[str, str]:
@@ -177,13 +200,23 @@ class ServeProcess:
 def test_serve_command_stops_cleanly_on_signals(
     apps: list[FakeApp], tmp_path: Path, sig: int
 ) -> None:
-    serve = ServeProcess(write_env(tmp_path, apps))
+    env = write_env(tmp_path, apps)
+    token = issue_token(env, Role.METRICS)
+    admin = issue_token(env, Role.ADMIN)
+    serve = ServeProcess(env)
     try:
         wait_for(
             "instances probed up",
-            lambda: probe_success(get(f"{serve.url}/metrics")[1]) == {"h0": 1.0, "h1": 1.0},
+            lambda: (
+                probe_success(get(f"{serve.url}/metrics", token=token)[1]) == {"h0": 1.0, "h1": 1.0}
+            ),
         )
-        body = get(f"{serve.url}/metrics")[1]
+        assert get(f"{serve.url}/metrics")[0] == 401
+        # The API is served on the same port, by the same process.
+        status, members = get(f"{serve.url}/api/v1/members", token=admin)
+        assert status == 200 and "amsterdam" in {m["member"] for m in json.loads(members)}
+        assert get(f"{serve.url}/api/v1/members", token=token)[0] == 403
+        body = get(f"{serve.url}/metrics", token=token)[1]
         assert b"process_cpu_seconds_total" in body
         assert (
             b'controlplane_availability_ratio{app="uitkering",member="amsterdam",period="1h"} 1.0'
