@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -61,10 +62,24 @@ def test_a_plain_install_provisions_the_lab_from_anywhere(
         text=True,
         check=True,
     )
-    assert where.stdout.startswith(str(venv)), "the installed package must be the one that runs"
+    installed_package = Path(where.stdout.strip()).parent
+    assert installed_package.is_relative_to(venv), "the installed package must be the one that runs"
 
+    # The default fleet is the lab shipped inside the installed package.
+    valid = subprocess.run(
+        [cli, "validate", "--json"], cwd=elsewhere, env=env, capture_output=True, text=True
+    )
+    assert valid.returncode == 0, valid.stderr
+    assert json.loads(valid.stdout)["fleet"] == str(installed_package / "inventories" / "lab")
+
+    # Provision a copy of that shipped lab on loopback addresses of its own, so lab apps a
+    # developer left running (scripts/lab.sh) cannot take its ports.
+    fleet = elsewhere / "lab"
+    shutil.copytree(installed_package / "inventories" / "lab", fleet)
+    hosts = fleet / "hosts.yml"
+    hosts.write_text(hosts.read_text().replace("127.0.10.", "127.0.60."))
     proc = subprocess.run(
-        [cli, "provision", "amsterdam", "--json"],
+        [cli, "provision", "amsterdam", "--fleet", str(fleet), "--json"],
         cwd=elsewhere,
         env=env,
         capture_output=True,
@@ -81,6 +96,7 @@ def test_a_plain_install_provisions_the_lab_from_anywhere(
     }
     assert result["instances"] and all(i["status"] == "healthy" for i in result["instances"])
 
+    # With the default fleet again: the report template and cost data come from the package.
     report = elsewhere / "board.html"
     proc = subprocess.run(
         [cli, "costs", "report", "--period", "2026-10", "--format", "html", "-o", str(report)],

@@ -208,9 +208,7 @@ def show_config(as_json: JsonOpt = False) -> None:
     s = load_settings()
     data = {
         "data_dir": str(s.resolved_data_dir),
-        "database_url": s.resolved_database_url.split("@")[-1]
-        if "@" in s.resolved_database_url
-        else s.resolved_database_url,
+        "database_url": s.masked_database_url,
         "fleet": str(s.resolved_fleet),
         "timezone": s.timezone,
         "artifact_retention": s.artifact_retention,
