@@ -110,10 +110,6 @@ class Forbidden(Refused):
     ``NotFound`` instead, so their existence is not revealed)."""
 
 
-class HostKeyMismatch(Unreachable):
-    """A host presented an SSH host key that its known_hosts file does not hold."""
-
-
 class LeaseLost(ControlPlaneError, RuntimeError):
     """This process no longer holds the lease of the run it executes: another node took it
     over, so it must stop before its next play."""

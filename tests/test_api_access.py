@@ -167,7 +167,7 @@ def test_a_refused_write_is_audited(tmp_path: Path) -> None:
             ("board", "deploy", "refused", OWN),
             ("engineer", "deploy", "refused", OTHER),
         ]
-        assert entries[0].reason == "role board may not runs.write"
+        assert entries[0].detail["refused"] == "role board may not runs.write"
         assert entries[1].target == f"POST /api/v1/test/members/{OTHER}/deploy"
         assert audit.verify().ok
     finally:

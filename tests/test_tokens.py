@@ -282,7 +282,8 @@ def test_a_role_without_token_rights_is_refused_and_the_refusal_audited(
         list_tokens(tokens, board)
     (entry,) = audit.list()
     assert (entry.action, entry.outcome, entry.role) == ("token_create", "refused", "board")
-    assert entry.detail == {"token_id": board.token_id}
+    refused = "role board may not tokens.admin"
+    assert entry.detail == {"token_id": board.token_id, "refused": refused}
     assert len(tokens.list()) == 1  # nothing was created
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from controlplane.access.policy import Action, Principal, authorize
 from controlplane.access.store import TokenStore
 from controlplane.access.tokens import TokenRecord, parse_lifetime, parse_reference, prefix_of
-from controlplane.audit.chain import AuditAction, Outcome
+from controlplane.audit.chain import AuditAction
 from controlplane.audit.store import AuditLog
 from controlplane.errors import Refused
 
@@ -25,11 +25,13 @@ class IssuedToken:
     token: str
 
 
-def _authorize(principal: Principal, audit: AuditLog, action: AuditAction, target: str) -> None:
+def _authorize(
+    principal: Principal, audit: AuditLog, action: AuditAction, target: str, reason: str
+) -> None:
     try:
         authorize(principal, Action.TOKENS_ADMIN)
     except Refused as exc:
-        audit.record(principal, action, target=target, outcome=Outcome.REFUSED, reason=str(exc))
+        audit.refused(principal, action, exc, target=target, reason=reason)
         raise
 
 
@@ -48,7 +50,7 @@ def issue_token(
     """Make a token for ``role`` (and ``members`` for an engineer) valid for ``expires``
     (``90d``, ``12h``, ``2w``)."""
     chosen = sorted(members)
-    _authorize(principal, audit, AuditAction.TOKEN_CREATE, name or role)
+    _authorize(principal, audit, AuditAction.TOKEN_CREATE, name or role, reason)
     lifetime = parse_lifetime(expires)
     record, secret = tokens.create(
         role=role,
@@ -80,7 +82,7 @@ def revoke_token(
     this call revoked it."""
     # Only the id goes into the log: ``reference`` may be the whole token.
     token_id = parse_reference(reference)
-    _authorize(principal, audit, AuditAction.TOKEN_REVOKE, prefix_of(token_id))
+    _authorize(principal, audit, AuditAction.TOKEN_REVOKE, prefix_of(token_id), reason)
     record, changed = tokens.revoke(token_id)
     if changed:
         audit.record(

@@ -97,8 +97,3 @@ def authorize(principal: Principal, action: Action, member: str | None = None) -
         raise Forbidden(f"role {principal.role.value} may not {action.value}")
     if member is not None and not principal.sees(member):
         raise NotFound(f"no member {member!r}")
-
-
-def visible_members(principal: Principal, all_members: list[str]) -> list[str]:
-    """The members whose objects a list may include for this caller."""
-    return [m for m in all_members if principal.sees(m)]

@@ -31,7 +31,6 @@ from controlplane.api.windows import router as windows_router
 from controlplane.errors import Unauthenticated
 
 if TYPE_CHECKING:
-    from controlplane.access.store import TokenStore
     from controlplane.app import Context
 
 OPENAPI_URL = "/api/v1/openapi.json"
@@ -57,19 +56,14 @@ come from `controlplane tokens create`). Every error is
 
 
 class _ContextTokens:
-    """The token store of the context's database, built on first use (the database is
-    opened and migrated lazily, so building the app touches nothing)."""
+    """The context's token store, asked at each request (the database is opened and
+    migrated lazily, so building the app touches nothing)."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self._store: TokenStore | None = None
 
     def authenticate(self, secret: str) -> Principal:
-        if self._store is None:
-            from controlplane.access.store import TokenStore
-
-            self._store = TokenStore(self.ctx.engine)
-        return self._store.authenticate(secret)
+        return self.ctx.tokens.authenticate(secret)
 
 
 class _NoTokens:

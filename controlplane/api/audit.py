@@ -15,7 +15,7 @@ from controlplane.api.auth import context, requires
 from controlplane.api.errors import ERROR_RESPONSES
 from controlplane.api.query import known_query_only
 from controlplane.app import Context
-from controlplane.audit.store import MAX_LIMIT, AuditLog
+from controlplane.audit.store import MAX_LIMIT
 from controlplane.schemas.audit import AuditEntryOut
 
 router = APIRouter(
@@ -33,5 +33,5 @@ def audit(
     member: Annotated[str | None, Query(max_length=63, description="only this member")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="the newest N entries")] = 100,
 ) -> list[AuditEntryOut]:
-    entries = AuditLog(ctx.engine).list_for(principal, member=member, limit=limit)
+    entries = ctx.audit.list_for(principal, member=member, limit=limit)
     return [AuditEntryOut.of(e) for e in entries]

@@ -21,8 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.routing import BaseRoute
 
 from controlplane.access.policy import Action, Principal, authorize
-from controlplane.audit.chain import AuditAction, Outcome
-from controlplane.audit.store import AuditLog
+from controlplane.audit.chain import AuditAction
 from controlplane.errors import NotFound, Refused, Unauthenticated
 
 if TYPE_CHECKING:
@@ -87,13 +86,9 @@ class Requires:
             authorize(principal, self.action, member)
         except (Refused, NotFound) as exc:
             if self.audit is not None:
-                AuditLog(context(request).engine).record(
-                    principal,
-                    self.audit,
-                    member=member if member is not None and len(member) <= 63 else None,
-                    target=f"{request.method} {request.url.path}"[:200],
-                    outcome=Outcome.REFUSED,
-                    reason=str(exc),
+                target = f"{request.method} {request.url.path}"
+                context(request).audit.refused(
+                    principal, self.audit, exc, member=member, target=target
                 )
             raise
         return principal

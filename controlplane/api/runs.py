@@ -26,8 +26,7 @@ from controlplane.api.errors import ERROR_RESPONSES
 from controlplane.api.guard import RequestBody
 from controlplane.api.query import known_query_only
 from controlplane.app import Context
-from controlplane.audit.chain import AuditAction, Outcome
-from controlplane.audit.store import AuditLog
+from controlplane.audit.chain import AuditAction
 from controlplane.deploy import operations as ops
 from controlplane.deploy.history import RunFilter, list_runs, show_run
 from controlplane.deploy.model import Run, RunStatus
@@ -118,13 +117,12 @@ def body_member(
     if member in known and principal.sees(member):
         return
     if member in known:
-        AuditLog(ctx.engine).record(
+        ctx.audit.refused(
             principal,
             action,
+            f"{principal.name} does not act for {member}",
             member=member,
             target=f"{request.method} {request.url.path}",
-            outcome=Outcome.REFUSED,
-            reason=f"{principal.name} does not act for {member}",
         )
     raise InvalidInput(f"member: unknown member {member!r}")
 

@@ -6,7 +6,8 @@ token_create, token_revoke, schedule_start, maintenance_skipped) and an ``outcom
 (``Outcome``): ``ok`` the change was made, ``accepted`` a run was started (its result is
 the run's), ``failed`` it was tried and failed, ``refused`` the caller, the windows gate or
 a lock said no. Refused attempts therefore use the same action with outcome ``refused``,
-not an action of their own, so "every deploy of amsterdam" is one filter.
+not an action of their own, so "every deploy of amsterdam" is one filter. A refused
+entry keeps the caller's own ``reason`` and says why it was refused in ``detail.refused``.
 
 Who. ``actor`` is a token's name or the local user of the CLI (``user@host``), ``role`` the
 role it acted in. No secret (token, password, vault content) ever goes into an entry.
@@ -59,7 +60,7 @@ class Outcome(StrEnum):
 
 # Column limits, checked before writing so both backends refuse the same entries (SQLite
 # would store an over-long value that PostgreSQL rejects).
-_LIMITS = {"actor": 200, "role": 16, "action": 64, "member": 63, "target": 200, "outcome": 32}
+LIMITS = {"actor": 200, "role": 16, "action": 64, "member": 63, "target": 200, "outcome": 32}
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def normal_detail(detail: Mapping[str, Any] | None) -> dict[str, Any]:
 def _check_text(name: str, value: str | None) -> None:
     if value is None:
         return
-    limit = _LIMITS.get(name)
+    limit = LIMITS.get(name)
     if limit is not None and len(value) > limit:
         raise InvalidInput(f"{name}: at most {limit} characters")
     if "\x00" in value:

@@ -100,13 +100,13 @@ def record_refused(
     action: AuditAction | None = None,
 ) -> AuditEntry:
     """A run the gate, a lock or the access policy refused: nothing was created."""
-    return audit.record(
+    return audit.refused(
         principal,
         action or action_for(spec),
+        refusal,
         member=spec.member,
         reason=spec.reason,
-        outcome=Outcome.REFUSED,
-        detail={**facts(spec), "refused": str(refusal)},
+        detail=facts(spec),
     )
 
 

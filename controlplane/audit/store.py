@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from controlplane.access.policy import Action, Principal, authorize
 from controlplane.audit.chain import (
     GENESIS,
+    LIMITS,
     AuditAction,
     AuditEntry,
     Outcome,
@@ -90,6 +91,32 @@ class AuditLog:
             target=target,
             reason=reason,
             detail=extra,
+        )
+
+    def refused(
+        self,
+        principal: Principal,
+        action: AuditAction,
+        refusal: Exception | str,
+        *,
+        member: str | None = None,
+        target: str | None = None,
+        reason: str = "",
+        detail: Mapping[str, Any] | None = None,
+    ) -> AuditEntry:
+        """Record an attempt the access policy, the gate or a lock refused. Every refusal
+        has one shape: ``reason`` is the caller's own, ``detail.refused`` says why not."""
+        # ``member`` and ``target`` may be the caller's text, not names we know: cut to
+        # what a column holds, so the refusal is still written.
+        known = member if member is None or len(member) <= LIMITS["member"] else None
+        return self.record(
+            principal,
+            action,
+            member=known,
+            target=None if target is None else target[: LIMITS["target"]],
+            reason=reason,
+            outcome=Outcome.REFUSED,
+            detail={**(detail or {}), "refused": str(refusal)},
         )
 
     def append(

@@ -8,16 +8,17 @@ catches entries removed from the end.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from controlplane.audit.chain import AuditEntry, Verification
-from controlplane.audit.store import MAX_LIMIT, AuditLog
+from controlplane.audit.store import MAX_LIMIT
 from controlplane.cli.common import FleetOpt, JsonOpt, context, err, me, out, print_json
 from controlplane.cli.remote import local_only
+from controlplane.clock import as_utc
 from controlplane.errors import InvalidInput
 
 EXIT_FAILED = 1
@@ -70,7 +71,7 @@ def _since(text: str | None) -> datetime | None:
     except ValueError:
         raise InvalidInput(f"since: {text!r} is not an ISO 8601 time") from None
     # Stored times are UTC, so a time without an offset is read as UTC.
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return as_utc(parsed)
 
 
 @audit_app.command("list")
@@ -89,7 +90,7 @@ def list_(
     local_only("audit list")
     start = _since(since)
     with context(fleet) as ctx:
-        entries = AuditLog(ctx.engine).list_for(me(), member=member, since=start, limit=limit)
+        entries = ctx.audit.list_for(me(), member=member, since=start, limit=limit)
     if as_json:
         print_json([entry_json(e) for e in entries])
         return
@@ -123,7 +124,7 @@ def verify(
     moved, else print the head hash."""
     local_only("audit verify")
     with context(fleet) as ctx:
-        result = AuditLog(ctx.engine).verify(expected_head=head)
+        result = ctx.audit.verify(expected_head=head)
     if as_json:
         print_json(verification_json(result))
     elif result.broken is None:

@@ -30,7 +30,7 @@ ReasonOpt = Annotated[str, typer.Option("--reason", help="Why: recorded in the a
 
 
 def _stores(ctx: Context) -> tuple[TokenStore, AuditLog, Principal]:
-    return TokenStore(ctx.engine), AuditLog(ctx.engine), me()
+    return ctx.tokens, ctx.audit, me()
 
 
 def _time(value: datetime | None) -> str | None:

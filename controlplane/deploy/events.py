@@ -8,9 +8,10 @@ known secret value is masked wherever it appears.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from controlplane.clock import as_utc, utc_now
 from controlplane.deploy.model import RunEvent
 from controlplane.deploy.rollout import ReleaseReport
 
@@ -81,10 +82,10 @@ def _created(raw: Mapping[str, Any]) -> datetime:
     if isinstance(stamp, str):
         try:
             parsed = datetime.fromisoformat(stamp)
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+            return as_utc(parsed)
         except ValueError:
             pass
-    return datetime.now(UTC)
+    return utc_now()
 
 
 def to_run_event(

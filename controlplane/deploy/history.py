@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, or_, select
 
 from controlplane.access.policy import Action, Principal, authorize
-from controlplane.clock import as_utc
+from controlplane.clock import as_utc, local_as_utc
 from controlplane.deploy.model import Run, RunEvent, RunKind, RunStatus
 from controlplane.errors import InvalidInput, RunNotFound
 from controlplane.schemas.runs import PlanChangeOut, RunDetailOut, RunOut, RunPageOut
@@ -77,9 +77,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def _aware(value: datetime | None, zone: ZoneInfo) -> datetime | None:
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=zone)).astimezone(UTC)
+    return None if value is None else local_as_utc(value, zone)
 
 
 def visible_run(ctx: Context, principal: Principal, run_id: str, action: Action) -> Run:

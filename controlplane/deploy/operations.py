@@ -63,12 +63,7 @@ def _authorize(
     try:
         authorize(principal, Action.RUNS_WRITE, member)
     except Refused as exc:
-        refused = {"refused": str(exc)}
-        # A name too long to be a member cannot be one; the entry must still be written.
-        named = member if len(member) <= 63 else None
-        ctx.audit.record(
-            principal, action, member=named, reason=reason, outcome=Outcome.REFUSED, detail=refused
-        )
+        ctx.audit.refused(principal, action, exc, member=member, reason=reason)
         raise
 
 
@@ -157,10 +152,8 @@ def cancel(ctx: Context, principal: Principal, run_id: str, *, reason: str = "")
         run = visible_run(ctx, principal, run_id, Action.RUNS_WRITE)
     except Refused as exc:
         # The id as given, cut short: it is the caller's text, not a known run.
-        detail = {"run": run_id[:64], "refused": str(exc)}
-        ctx.audit.record(
-            principal, AuditAction.CANCEL, reason=reason, outcome=Outcome.REFUSED, detail=detail
-        )
+        detail = {"run": run_id[:64]}
+        ctx.audit.refused(principal, AuditAction.CANCEL, exc, reason=reason, detail=detail)
         raise
     after = ctx.runs.request_cancel(run.id)
     ctx.audit.record(

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import uuid
+from functools import cache
 from pathlib import Path
 
 RUN_ENV = "CONTROLPLANE_RUN_ID"
@@ -34,6 +35,7 @@ def _token() -> str:
     return _TOKENS[pid]
 
 
+@cache  # neither the boot nor a process's own pid namespace changes while it lives
 def _place() -> str:
     """This kernel boot and pid namespace: where a pid means the same process.
 

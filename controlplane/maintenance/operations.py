@@ -125,13 +125,9 @@ def schedule_deploy(
     try:
         authorize(principal, Action.RUNS_WRITE, member)
     except Refused as exc:
-        ctx.audit.record(
-            principal,
-            AuditAction.DEPLOY,
-            member=member if len(member) <= 63 else None,
-            reason=reason,
-            outcome=Outcome.REFUSED,
-            detail={"app": app, "when": when, "refused": str(exc)},
+        detail = {"app": app, "when": when}
+        ctx.audit.refused(
+            principal, AuditAction.DEPLOY, exc, member=member, reason=reason, detail=detail
         )
         raise
     if app is None:

@@ -36,7 +36,7 @@ def make_engine(url: str) -> Engine:
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         return create_engine(parsed, pool_pre_ping=True)
-    masked = parsed.render_as_string(hide_password=True)
+    masked = mask_database_url(url)
     raise InvalidInput(f"database URL {masked!r}: only sqlite and postgresql are supported")
 
 

@@ -7,12 +7,12 @@ ambiguous fall-back hour, the documented DST choice). ``now`` defaults to the cl
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from controlplane.access.policy import Action, Principal, authorize
-from controlplane.clock import utc_now
+from controlplane.clock import local_as_utc, utc_now
 from controlplane.errors import HostNotFound, InvalidInput
 from controlplane.schemas.windows import (
     ConflictOut,
@@ -50,11 +50,7 @@ def _zone(ctx: Context) -> ZoneInfo:
 
 
 def _aware(value: datetime | None, zone: ZoneInfo, now: datetime) -> datetime:
-    if value is None:
-        return now
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=zone)  # fold=0: the documented DST choice
-    return value.astimezone(UTC)
+    return now if value is None else local_as_utc(value, zone)
 
 
 def _range(
