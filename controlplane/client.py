@@ -13,6 +13,7 @@ The transport is passed in (``transport=``), so tests talk to the real API in-pr
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -69,6 +70,21 @@ def server_label(url: str) -> str:
     host = parts.hostname or "?"
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme or 'http'}://{host}{port}"
+
+
+def exposes_token(url: str) -> bool:
+    """True when a bearer token sent to ``url`` would cross a network in clear text: plain
+    http to anything but this machine's loopback."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = parts.hostname or ""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 def check_server_url(url: str) -> str:

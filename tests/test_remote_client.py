@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from controlplane.cli import exit_code_for
-from controlplane.client import error_for, parse_sse
+from controlplane.client import error_for, exposes_token, parse_sse
 from controlplane.errors import (
     ControlPlaneError,
     Forbidden,
@@ -76,3 +76,18 @@ def test_server_sent_events_are_parsed_with_comments_and_multiline_data() -> Non
         ("runner_on_ok", "4", '{"a":\n1}'),
         ("end", None, "{}"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("url", "exposed"),
+    [
+        ("http://127.0.0.1:9480", False),
+        ("http://localhost:9480", False),
+        ("http://[::1]:9480", False),
+        ("https://cp.example.org", False),
+        ("http://cp.example.org:9480", True),
+        ("http://10.1.2.3:9480", True),
+    ],
+)
+def test_a_token_over_plain_http_beyond_loopback_is_flagged(url: str, exposed: bool) -> None:
+    assert exposes_token(url) is exposed

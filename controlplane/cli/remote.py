@@ -17,13 +17,16 @@ from pathlib import Path
 import httpx
 from pydantic import ValidationError
 
+from controlplane.cli.common import err
 from controlplane.client import (
     ControlPlaneClient,
     StreamEnd,
     check_server_url,
     event_record,
+    exposes_token,
     host_record,
     run_record,
+    server_label,
 )
 from controlplane.deploy.engine import Observer
 from controlplane.deploy.model import RunStatus
@@ -94,6 +97,13 @@ def remote(fleet: Path | None = None) -> ControlPlaneClient | None:
     url = check_server_url(chosen[0])
     token = load_settings().token
     secret = token.get_secret_value() if token is not None else None
+    if secret is not None and exposes_token(url):
+        # serve speaks plain HTTP; beyond this machine it belongs behind a TLS proxy.
+        err.print(
+            f"warning: the token goes in clear text to {server_label(url)}; use https://",
+            markup=False,
+            highlight=False,
+        )
     return ControlPlaneClient(url, secret, http=_root().http)
 
 
