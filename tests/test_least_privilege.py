@@ -36,7 +36,7 @@ from controlplane.errors import InvalidInput, StoreUnavailable
 from controlplane.settings import PLAYBOOKS_DIR, load_settings, mask_database_url
 from controlplane.store.db import make_engine, migrate
 from tests.conftest import LAB, ssh_fleet
-from tests.refapp_fixtures import PlaybookLab, Run, http_get, kill_refapps, write_vault
+from tests.refapp_fixtures import FAST, PlaybookLab, Run, http_get, kill_refapps, write_vault
 from tests.sshd import SshLab, start_lab
 
 APP = "uitkering"
@@ -173,7 +173,9 @@ def test_database_url_password_is_never_shown(tmp_path: Path) -> None:
     shown = cli("config", "--json", cwd=tmp_path, CONTROLPLANE_DATABASE_URL=SECRET_URL)
     assert shown.returncode == 0, shown
     assert "hunter2" not in shown.stdout + shown.stderr
-    assert json.loads(shown.stdout)["database_url"] == "postgresql://cp:***@127.0.0.1:1/controlplane"
+    assert (
+        json.loads(shown.stdout)["database_url"] == "postgresql://cp:***@127.0.0.1:1/controlplane"
+    )
 
 
 # -- the control plane's files are private (a real check-mode run of the lab) ------------------
@@ -244,6 +246,7 @@ def deploy(lab: PlaybookLab, member: str) -> tuple[dict[str, object], int]:
                 "cp_vault_file": lab.vault_file(member),
             },
             limit=host,
+            tuning=FAST,
             envvars={"ANSIBLE_VAULT_PASSWORD_FILE": str(lab.password_file)},
             timeout_seconds=300,
         ),

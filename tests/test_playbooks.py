@@ -23,6 +23,7 @@ import pytest
 import yaml
 from ansible.parsing.vault import VaultLib, VaultSecret
 
+from controlplane.deploy.runner import Tuning
 from controlplane.fleet.loader import load_fleet
 from controlplane.fleet.model import (
     Capacity,
@@ -334,6 +335,7 @@ def test_deploy_over_ssh_with_pipelining(ssh_lab: SshLab, tmp_path: Path) -> Non
     try:
         run = lab.run(
             "deploy.yml",
+            tuning=Tuning(),  # the stock linear strategy, with pipelining
             cp_member=MEMBER,
             cp_app=APP,
             cp_version=version,
