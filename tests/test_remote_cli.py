@@ -37,7 +37,8 @@ from controlplane.errors import (
 from tests.api_fixtures import OTHER, OWN, Api, build_api
 from tests.conftest import LAB
 
-SERVER = "http://testserver"  # the TestClient's own base URL
+# Served in-process by the TestClient; a loopback name, so no clear-text token warning.
+SERVER = "http://localhost"
 CLI = str(Path(sys.executable).parent / "controlplane")
 
 
@@ -412,3 +413,13 @@ def test_a_broken_event_stream_is_resumed_after_the_last_event(seeded: Seeded, e
         seen = [getattr(item, "seq", "end") for item in client.events(run_id)]
     assert asked == [None, "1"], asked
     assert seen == [1, 2, 3, "end"]
+
+
+def test_a_token_sent_over_plain_http_beyond_loopback_is_warned_about(
+    env: Api, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["--server", "http://cp.example.org:9480", "fleet", "show"], http=env.client) == 0
+    err = capsys.readouterr().err
+    assert "warning: the token goes in clear text to http://cp.example.org:9480" in err
+    assert run(["--server", SERVER, "fleet", "show"], http=env.client) == 0
+    assert "clear text" not in capsys.readouterr().err
