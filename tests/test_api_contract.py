@@ -16,7 +16,7 @@ from schemathesis.core.result import Ok
 from controlplane.api.app import OPENAPI_URL
 from controlplane.api.openapi import render
 from tests.api_fixtures import Api, build_api
-from tests.conftest import ROOT
+from tests.conftest import IN_CI, ROOT
 
 CHECKED_IN = ROOT / "docs" / "openapi.json"
 # A request can match the document and still name a member, app, run, period or time this
@@ -66,8 +66,11 @@ def test_no_server_errors_and_answers_match_the_document(api: Api, mode: Generat
             continue  # nothing to get wrong in a request without parameters or body
 
         @given(case=operation.as_strategy(generation_mode=mode))
+        # In CI the draw is fixed, so a submission lands or not on its own merits; runs
+        # elsewhere draw new cases each time and keep exploring.
         @settings(
             max_examples=12,
+            derandomize=IN_CI,
             deadline=None,
             database=None,
             suppress_health_check=list(HealthCheck),

@@ -56,7 +56,7 @@ def runs_at(api: Api, *members: str) -> list[Run]:
     """One queued run per member, a minute apart from T0 on."""
     ticks = iter(T0 + timedelta(minutes=i) for i in range(len(members)))
     store = RunStore(api.ctx.engine, clock=lambda: next(ticks))
-    # Owned by this live process, so the recovery the routes run leaves them be.
+    # Owned by this live process, so recovery (at launches, in serve) leaves them be.
     return [store.create(spec(m), node=this_node()) for m in members]
 
 

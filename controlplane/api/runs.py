@@ -219,13 +219,13 @@ def runs_list(
         since=parse_time(since, "since"),
         until=parse_time(until, "until"),
     )
-    ops.recover_runs(ctx)
+    # No recovery here: a read never changes state. serve recovers every 30 s, and launches
+    # recover first, so a dead run's locks cannot refuse a new one.
     return list_runs(ctx, principal, where, limit=limit, cursor=cursor)
 
 
 @router.get("/runs/{run_id}", summary="One run: its hosts and, for a plan, what would change")
 def runs_show(run_id: RunId, principal: Reader, ctx: Ctx) -> RunDetailOut:
-    ops.recover_runs(ctx)
     return show_run(ctx, principal, run_id)
 
 
