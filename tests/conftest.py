@@ -10,7 +10,7 @@ import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -181,3 +181,27 @@ def ssh_fleet(lab: SshLab, hosts: int = 2) -> Fleet:
         apps=lab_fleet.apps,
         stacks=stacks,
     )
+
+
+@pytest.fixture
+def cli(
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Callable[..., tuple[int, str, str]]:
+    """``controlplane ...`` in-process against the test's store, as user alice@cp1:
+    (exit code, stdout, stderr)."""
+    from controlplane.cli import run
+
+    monkeypatch.setenv("CONTROLPLANE_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("CONTROLPLANE_DATABASE_URL", engine.url.render_as_string(False))
+    monkeypatch.setenv("CONTROLPLANE_FLEET", str(LAB))
+    monkeypatch.setenv("CONTROLPLANE_USER", "alice@cp1")
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        code = run(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return invoke

@@ -11,7 +11,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,10 +28,8 @@ from controlplane.audit.chain import (
     verify,
 )
 from controlplane.audit.store import AuditLog
-from controlplane.cli import run
 from controlplane.errors import Forbidden, InvalidInput, NotFound
 from controlplane.store.schema import audit_log
-from tests.conftest import LAB
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 ADMIN = Principal.local("alice@cp1")
@@ -291,27 +288,6 @@ def test_list_limits_filters_and_scopes(log: AuditLog) -> None:
 
 
 # -- the CLI ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli(
-    engine: Engine,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> Callable[..., tuple[int, str, str]]:
-    """``controlplane ...`` in-process against the test's store, as user alice@cp1."""
-    monkeypatch.setenv("CONTROLPLANE_DATA_DIR", str(tmp_path / "var"))
-    monkeypatch.setenv("CONTROLPLANE_DATABASE_URL", engine.url.render_as_string(False))
-    monkeypatch.setenv("CONTROLPLANE_FLEET", str(LAB))
-    monkeypatch.setenv("CONTROLPLANE_USER", "alice@cp1")
-
-    def invoke(*args: str) -> tuple[int, str, str]:
-        code = run(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return invoke
 
 
 def test_cli_list_and_verify_then_catch_an_edit(

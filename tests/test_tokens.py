@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -25,10 +24,8 @@ from controlplane.access.tokens import (
     token_hash,
 )
 from controlplane.audit.store import AuditLog
-from controlplane.cli import run
 from controlplane.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 from controlplane.store.schema import api_tokens, audit_log, metadata
-from tests.conftest import LAB
 
 MEMBERS = ["amsterdam", "rotterdam", "den-haag", "utrecht"]
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -288,27 +285,6 @@ def test_a_role_without_token_rights_is_refused_and_the_refusal_audited(
 
 
 # -- the CLI ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli(
-    engine: Engine,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> Callable[..., tuple[int, str, str]]:
-    """``controlplane ...`` in-process against the test's store, as user alice@cp1."""
-    monkeypatch.setenv("CONTROLPLANE_DATA_DIR", str(tmp_path / "var"))
-    monkeypatch.setenv("CONTROLPLANE_DATABASE_URL", engine.url.render_as_string(False))
-    monkeypatch.setenv("CONTROLPLANE_FLEET", str(LAB))
-    monkeypatch.setenv("CONTROLPLANE_USER", "alice@cp1")
-
-    def invoke(*args: str) -> tuple[int, str, str]:
-        code = run(list(args))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return invoke
 
 
 def test_cli_create_shows_the_token_once_then_list_and_revoke(
