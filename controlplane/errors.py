@@ -78,6 +78,15 @@ class Unreachable(ControlPlaneError, ConnectionError):
     """A host or a dependency (database, Alertmanager) could not be reached."""
 
 
+class PreflightFailed(InvalidInput):
+    """A run's preflight found its configuration unusable (a key, known_hosts or vault
+    file missing, a vault that does not decrypt). ``problems`` holds one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
 class StoreUnavailable(Unreachable):
     pass
 

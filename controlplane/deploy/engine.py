@@ -95,6 +95,7 @@ class Engine:
         node: str | None = None,
         gate: Gate | None = None,
         on_success: Callable[[Run], None] | None = None,
+        preflight: Callable[[Run], None] | None = None,
     ) -> None:
         self.fleet = fleet
         self.store = store
@@ -107,6 +108,9 @@ class Engine:
         # Called after each successful deploy (the cost ledger records what the fleet
         # reserves from then on); a failure there must not fail the deploy.
         self.on_success = on_success
+        # Checks a run's keys, known_hosts, vault files (and hosts) before its first play;
+        # raises PreflightFailed or Unreachable, which end the run before Ansible starts.
+        self.preflight = preflight
 
     # -- submission: a run record plus its locks ---------------------------------------------
 
@@ -156,6 +160,8 @@ class Engine:
         prune_artifacts(self.config.data_dir / "runs", self.config.artifact_retention)
         try:
             with interrupts_cancel(ex):
+                if self.preflight is not None:
+                    self.preflight(run)
                 if run.kind is RunKind.DEPLOY:
                     final = self._deploy(ex)
                 elif run.kind is RunKind.ROLLBACK:

@@ -54,6 +54,8 @@ runs = Table(
     Column("heartbeat_at", DateTime(timezone=True)),
     # The fencing number of the current execution (see RunStore.take_over).
     Column("lease", Integer, nullable=False, default=0, server_default="0"),
+    # What kind of failure ended the run: config, unreachable or failed (its exit code).
+    Column("failure", String(16)),
     Index("ix_runs_status", "status"),
     Index("ix_runs_member_created", "member", "created_at"),
 )
@@ -73,6 +75,8 @@ run_hosts = Table(
     Column("release_after", String(64)),
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
+    # The first failing task and its message (scrubbed), for a failed or unreachable host.
+    Column("reason", Text),
 )
 
 run_events = Table(
