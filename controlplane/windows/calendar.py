@@ -7,20 +7,27 @@ first of an ambiguous pair, which is our documented choice. DTSTART is the first
 occurrence (RFC 5545 leaves a DTSTART that does not match the rule undefined) and the
 length is given as DTEND, which RFC 5545 applies as an exact duration to every instance,
 matching our elapsed-time durations (a DURATION of P1D would be a nominal day instead).
+
+The VTIMEZONEs are rule-based where the zone has a rule (see ``vtimezone``): clients that
+trust the feed's definition rather than their own zone database (vobject, dateutil's
+``tzical``, Outlook) then place every instance at the same instant as the gate.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 from icalendar import Calendar, Event, vRecur
 
 from controlplane import __version__
 from controlplane.windows.gate import Gate
 from controlplane.windows.rules import Window, WindowKind
+from controlplane.windows.vtimezone import vtimezone
 
 PRODID = f"-//Sociaal Coop//controlplane {__version__}//EN"
+# Zones without a yearly rule are listed change by change this many years past the stamp.
+ZONE_YEARS = 30
 
 
 def window_event(window: Window, fleet: str, stamp: datetime) -> Event | None:
@@ -35,7 +42,9 @@ def window_event(window: Window, fleet: str, stamp: datetime) -> Event | None:
     event.add("dtstamp", stamp.astimezone(UTC))
     event.add("summary", f"{kind}: {window.name} ({window.scope})")
     event.add("dtstart", first)
-    event.add("dtend", end)
+    # An end in the repeated hour of a fall-back night would read as the first of the pair,
+    # a wrong (even empty) length: give that end in UTC, as RFC 5545 allows.
+    event.add("dtend", end.astimezone(UTC) if end.fold else end)
     recur = vRecur.from_ical(window.rrule)
     if window.until is not None:
         # With a TZID on DTSTART, RFC 5545 wants UNTIL in UTC.
@@ -63,14 +72,19 @@ def windows_calendar(
     cal.add("calscale", "GREGORIAN")
     if name:
         cal.add("x-wr-calname", name)
-    years = []
+    events: list[Event] = []
+    zones: dict[str, int] = {}  # zone -> earliest year an event starts in it
     for w in windows:
         event = window_event(w, fleet, stamp)
         if event is not None:
-            cal.add_component(event)
-            years.append(w.start.year)
-    first = date(min(years, default=stamp.year) - 1, 1, 1)
-    cal.add_missing_timezones(first_date=first, last_date=date(max(first.year + 30, 2038), 1, 1))
+            events.append(event)
+            year = event.decoded("dtstart").year
+            zones[w.timezone] = min(year, zones.get(w.timezone, year))
+    for key, year in zones.items():
+        # From the year before: an instance's end may look back across New Year.
+        cal.add_component(vtimezone(key, year - 1, max(year, stamp.year) + ZONE_YEARS))
+    for event in events:
+        cal.add_component(event)
     return cal
 
 
