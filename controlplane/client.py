@@ -24,7 +24,15 @@ from urllib.parse import quote, urlsplit
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from controlplane.deploy.model import HostOutcome, HostResult, Run, RunEvent, RunKind, RunStatus
+from controlplane.deploy.model import (
+    HostOutcome,
+    HostResult,
+    Run,
+    RunEvent,
+    RunFailure,
+    RunKind,
+    RunStatus,
+)
 from controlplane.deploy.options import RunOptions
 from controlplane.errors import (
     ControlPlaneError,
@@ -139,6 +147,8 @@ def error_for(response: httpx.Response) -> ControlPlaneError:
             full = gate.get("message") if isinstance(gate, dict) else None
             return GateClosed(str(full or message), gate)
         return Refused(message)
+    if status == 410:
+        return OperationFailed(message)  # gone for good (a pruned run log): it failed
     if status == 413:
         return PayloadTooLarge(message)
     if status in (400, 405, 415, 422) or 400 <= status < 500:
@@ -231,6 +241,11 @@ class ControlPlaneClient:
 
     def run(self, run_id: str) -> RunDetailOut:
         return self._get(RunDetailOut, f"/runs/{_seg(run_id)}")
+
+    def run_log(self, run_id: str) -> str:
+        """The run's whole output, play by play, scrubbed of secrets (text)."""
+        response = self._send("GET", f"/runs/{_seg(run_id)}/log")
+        return response.text
 
     def cancel(self, run_id: str) -> RunOut:
         return _parse(RunOut, self._send("POST", f"/runs/{_seg(run_id)}/cancel"))
@@ -357,6 +372,7 @@ def run_record(run: RunOut) -> Run:
         tuning=run.tuning,
         emergency_reason=run.emergency_reason,
         cancel_requested=run.cancel_requested,
+        failure=None if run.failure is None else RunFailure(run.failure),
     )
 
 
@@ -373,6 +389,7 @@ def host_record(run_id: str, h: HostResultOut) -> HostResult:
         release_after=h.release_after,
         started_at=h.started_at,
         finished_at=h.finished_at,
+        reason=h.reason,
     )
 
 

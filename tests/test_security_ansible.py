@@ -2,7 +2,8 @@
 data that reaches Ansible is never templated on the controller.
 
 Real runs cost seconds each, so these are few; the rules behind them are unit-tested in
-test_ansible_boundary.py.
+test_ansible_boundary.py. The host-key runs deploy the genuine host in full, and so are
+also the suite's deploys over SSH with the stock (linear) strategy and with mitogen's.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+from ansible.parsing.vault import VaultLib, VaultSecret
 from sqlalchemy import Engine as SqlEngine
 
 from controlplane.deploy.engine import Engine, EngineConfig
@@ -25,7 +28,7 @@ from controlplane.fleet.loader import load_fleet
 from controlplane.settings import PLAYBOOKS_DIR
 from controlplane.store.runs import RunStore
 from tests.conftest import LAB, ROOT, ssh_fleet
-from tests.refapp_fixtures import kill_refapps
+from tests.refapp_fixtures import FAST, http_get, kill_refapps, tree_text
 from tests.sshd import SshLab
 
 
@@ -67,7 +70,7 @@ def test_a_host_with_another_key_gets_nothing_and_the_run_says_why(
     run = engine.execute(engine.submit(spec).id)
 
     assert run.status is RunStatus.FAILED
-    assert f"host2: {HOST_KEY_MISMATCH}" in (run.error or ""), run.error
+    assert f"host2: unreachable: {HOST_KEY_MISMATCH}" in (run.error or ""), run.error
     results = {h.host: h for h in store.host_results(run.id)}
     assert results["host2"].outcome is HostOutcome.UNREACHABLE
     # The genuine host was reached with the same settings, so the refusal is the key's.
@@ -81,6 +84,25 @@ def test_a_host_with_another_key_gets_nothing_and_the_run_says_why(
     assert all(e.data["reason"] == HOST_KEY_MISMATCH for e in dark)
     # The mitogen run was not quietly retried the stock way with other settings.
     assert "fallback_from" not in str(run.tuning)
+    # The genuine host got the whole deploy over SSH with this strategy (linear: the stock
+    # path, with pipelining): its app serves the release, and the member's secret reached
+    # its config there and nothing the control plane keeps of the run.
+    version = fleet.stack_app("amsterdam", "uitkering").version
+    assert results["host1"].release_after == version
+    [inst] = [i for i in fleet.instances(member="amsterdam", app="uitkering") if i.host == "host1"]
+    assert http_get(inst.address, inst.port, "/version")[1]["version"] == version
+    secret = lab_secret("amsterdam", "uitkering")
+    config = impostor.hosts[0].root / "opt/controlplane/amsterdam/uitkering/current/config.json"
+    assert secret in config.read_text()
+    assert secret not in repr(store.events(run.id))
+    assert secret not in tree_text(tmp_path / "var" / "runs" / run.id)
+
+
+def lab_secret(member: str, app: str) -> str:
+    password = (LAB / "vault-password").read_bytes().strip()
+    vault = VaultLib([("default", VaultSecret(password))])
+    doc = yaml.safe_load(vault.decrypt((LAB / "vault" / f"{member}.yml").read_bytes()))
+    return str(doc["cp_secrets"][app]["db_password"])
 
 
 PIPE = "{{ lookup('pipe', 'touch %s') }}"
@@ -97,7 +119,8 @@ def test_template_strings_in_the_inventory_stay_text_in_a_real_run(tmp_path: Pat
     inventory["all"]["hosts"]["lab-1"]["cp_address"] = PIPE % mark
 
     result = run_playbook(
-        PlaybookRequest(PLAYBOOKS_DIR / "status.yml", inventory, limit="lab-1"),
+        # The engine's default strategy: what a templated value would meet in production.
+        PlaybookRequest(PLAYBOOKS_DIR / "status.yml", inventory, limit="lab-1", tuning=FAST),
         tmp_path / "runner",
         "status",
     )

@@ -18,17 +18,18 @@ from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
 from pydantic import Field
 
 from controlplane.access.policy import Action, Principal
 from controlplane.api.auth import context, requires
-from controlplane.api.errors import ERROR_RESPONSES
+from controlplane.api.errors import ERROR_RESPONSES, ErrorResponse, error_response
 from controlplane.api.guard import RequestBody
 from controlplane.api.query import known_query_only
 from controlplane.app import Context
 from controlplane.audit.chain import AuditAction
 from controlplane.deploy import operations as ops
-from controlplane.deploy.history import RunFilter, list_runs, show_run
+from controlplane.deploy.history import RunFilter, RunLogGone, list_runs, run_log, show_run
 from controlplane.deploy.model import Run, RunStatus
 from controlplane.errors import (
     AppNotFound,
@@ -50,7 +51,7 @@ router = APIRouter(
 Ctx = Annotated[Context, Depends(context)]
 Reader = Annotated[Principal, requires(Action.RUNS_READ)]
 RunId = Annotated[
-    str, Path(description="run id, or a unique prefix of at least 6 characters", max_length=64)
+    str, Path(description="run id, or a unique prefix of at least 4 characters", max_length=64)
 ]
 
 MAX_LIMIT = 500
@@ -76,6 +77,11 @@ class DeployBody(RequestBody):
         default=False,
         description="wait for a conflicting run to end instead of refusing (the request "
         "returns once the locks are taken)",
+    )
+    record: bool = Field(
+        default=False,
+        description="once the run succeeded, the fleet's stacks.yml declares its version "
+        "(needs version; a plan or a failed run records nothing)",
     )
 
 
@@ -159,6 +165,7 @@ def deploy(
             emergency_reason=body.emergency_reason,
             wait=False,
             queue=body.queue,
+            record=body.record,
         )
     return launched(ctx, runs)
 
@@ -227,6 +234,26 @@ def runs_list(
 @router.get("/runs/{run_id}", summary="One run: its hosts and, for a plan, what would change")
 def runs_show(run_id: RunId, principal: Reader, ctx: Ctx) -> RunDetailOut:
     return show_run(ctx, principal, run_id)
+
+
+@router.get(
+    "/runs/{run_id}/log",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "the run's output, play by play",
+        },
+        410: {"model": ErrorResponse, "description": "The run's log is no longer kept"},
+    },
+    summary="A run's whole Ansible output, play by play, scrubbed of secrets",
+)
+def runs_log(run_id: RunId, principal: Reader, ctx: Ctx) -> Response:
+    try:
+        text = run_log(ctx, principal, run_id)
+    except RunLogGone as exc:
+        return error_response(410, "run_log_gone", str(exc))
+    return Response(text, media_type="text/plain; charset=utf-8")
 
 
 @router.post(

@@ -3,6 +3,7 @@ operations, print. Live progress goes to stderr so ``--json`` output stays clean
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -12,18 +13,20 @@ from rich.table import Table
 
 from controlplane.app import Context
 from controlplane.cli.common import FleetOpt, JsonOpt, context, err, me, out, print_json
-from controlplane.cli.progress import LiveProgress, plan_lines, run_table
+from controlplane.cli.progress import LiveProgress, print_run
 from controlplane.cli.remote import ensure_successful as ensure_remote_successful
 from controlplane.cli.remote import follow as follow_remote
 from controlplane.cli.remote import local_only, remote
 from controlplane.client import ControlPlaneClient
 from controlplane.deploy import operations as ops
 from controlplane.deploy import provision as provisioning
+from controlplane.deploy.declared import ensure_recorded
 from controlplane.deploy.engine import Observer
 from controlplane.deploy.history import detail
 from controlplane.deploy.model import Run, RunEvent, RunStatus
 from controlplane.errors import LockHeld
 from controlplane.maintenance.operations import schedule_deploy
+from controlplane.schemas.declared import StackPlanOut
 from controlplane.schemas.runs import InstanceHealthOut, RunDetailOut, RunOut
 
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why: recorded on the run.")]
@@ -31,6 +34,10 @@ EmergencyOpt = Annotated[
     str | None,
     typer.Option("--emergency", help="Override the windows gate; the reason is recorded."),
 ]
+
+
+# How long a remote deploy waits for the server to record its version after the run ended.
+RECORD_WAIT_SECONDS = 10.0
 
 
 def _on_wait(held: LockHeld) -> None:
@@ -70,9 +77,7 @@ def _print_details(shown: list[RunDetailOut], as_json: bool) -> None:
         print_json(shown)
         return
     for r in shown:
-        out.print(run_table(r))
-        for line in plan_lines(r):
-            out.print(line, markup=False, highlight=False)
+        print_run(out, r)
 
 
 def deploy(
@@ -91,6 +96,12 @@ def deploy(
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the end.")] = True,
     queue: Annotated[
         bool, typer.Option("--queue", help="Wait for a conflicting run instead of refusing.")
+    ] = False,
+    record: Annotated[
+        bool,
+        typer.Option(
+            "--record", help="Once it succeeded, set the version in the fleet's stacks.yml."
+        ),
     ] = False,
     reason: ReasonOpt = "",
     emergency: EmergencyOpt = None,
@@ -117,8 +128,9 @@ def deploy(
                 reason=reason,
                 emergency_reason=emergency,
                 queue=queue,
+                record=record or None,  # an older server knows no such field
             )
-            _finish_remote(client, submitted, as_json, wait=wait)
+            _finish_remote(client, submitted, as_json, wait=wait, declared=True)
         return
     ctx = context(fleet)
     if when is not None:
@@ -132,6 +144,7 @@ def deploy(
             serial=serial,
             max_fail=max_fail,
             reason=reason,
+            record=record,
         )
         if as_json:
             print_json(scheduled)
@@ -156,12 +169,25 @@ def deploy(
             emergency_reason=emergency,
             wait=wait,
             queue=queue,
+            record=record,
             observer=live or _Announcing(as_json),
             on_wait=_on_wait,
         )
-    _report(ctx, runs, as_json)
+    shown = [detail(ctx, r) for r in runs]
+    _print_details(shown, as_json)
+    _print_declared(shown, as_json)
     if wait:
         ops.ensure_successful(ctx, runs)
+        ensure_recorded(shown)
+
+
+def _print_declared(shown: list[RunDetailOut], as_json: bool) -> None:
+    """After a deploy of a named version: what the fleet declares now, and how to record."""
+    if as_json:
+        return
+    for r in shown:
+        if r.declared is not None:
+            out.print(r.declared.note, markup=False, highlight=False, soft_wrap=True)
 
 
 def rollback(
@@ -202,7 +228,12 @@ def rollback(
 
 
 def _finish_remote(
-    client: ControlPlaneClient, submitted: list[RunOut], as_json: bool, *, wait: bool
+    client: ControlPlaneClient,
+    submitted: list[RunOut],
+    as_json: bool,
+    *,
+    wait: bool,
+    declared: bool = False,
 ) -> None:
     """The server executes the submitted runs: follow them to their end (with ``wait``),
     then print and judge them as the local command does."""
@@ -210,9 +241,26 @@ def _finish_remote(
         with _progress(as_json) as live:
             follow_remote(client, submitted, live or _Announcing(as_json))
     shown = [client.run(r.id) for r in submitted]
+    if wait and declared:
+        shown = _recorded_remote(client, shown)
     _print_details(shown, as_json)
+    if declared:
+        _print_declared(shown, as_json)
     if wait:
         ensure_remote_successful(shown)
+        ensure_recorded(shown)
+
+
+def _recorded_remote(client: ControlPlaneClient, shown: list[RunDetailOut]) -> list[RunDetailOut]:
+    """The server's executor records a version just after the run's end: wait briefly for
+    it, so the answer says whether it happened."""
+    deadline = time.monotonic() + RECORD_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if not any(r.declared is not None and r.declared.pending for r in shown):
+            break
+        time.sleep(0.3)
+        shown = [client.run(r.id) for r in shown]
+    return shown
 
 
 def provision(
@@ -221,7 +269,15 @@ def provision(
     ] = None,
     parallel: Annotated[int, typer.Option("--parallel", min=1, max=16)] = 4,
     force: Annotated[
-        bool, typer.Option("--force", help="Run the playbooks even where nothing changed.")
+        bool,
+        typer.Option(
+            "--force",
+            help="Run the playbooks even where nothing changed, and downgrade a live "
+            "release newer than the declared one.",
+        ),
+    ] = False,
+    plan: Annotated[
+        bool, typer.Option("--plan", help="Only say what would be done with each app.")
     ] = False,
     fleet: FleetOpt = None,
     as_json: JsonOpt = False,
@@ -230,9 +286,18 @@ def provision(
 
     Runs for different members and apps go in parallel on the shared hosts. An app whose
     every instance already answers healthy on the fleet's version is left alone (--force
-    runs its playbook anyway), so running this again is safe and fast."""
+    runs its playbook anyway), so running this again is safe and fast. An app live on a
+    release newer than the fleet declares is not downgraded (exit 3) unless --force."""
     local_only("provision")
     ctx = context(fleet)
+    if plan:
+        plans = provisioning.plan_provision(ctx, me(), members, force=force)
+        if as_json:
+            print_json(provisioning.plan_out(plans))
+        else:
+            _print_plan(provisioning.plan_out(plans).stacks)
+        provisioning.ensure_no_downgrade(plans)
+        return
     ops.recover_runs(ctx)
 
     def starting(count: int) -> None:
@@ -248,7 +313,7 @@ def provision(
         print_json(shown)
     else:
         _print_instances(shown.instances)
-        if not done.runs:
+        if not done.runs and not done.refused:
             out.print("every member app was already up to date; no playbook had to run")
         healthy = sum(1 for i in shown.instances if i.status == "healthy")
         good = sum(1 for r in shown.runs if r.status == "successful")
@@ -258,6 +323,19 @@ def provision(
             f"{healthy}/{len(shown.instances)} instances answering healthy on {stacks} member apps"
         )
     provisioning.ensure_provisioned(ctx, done)
+
+
+def _print_plan(stacks: list[StackPlanOut]) -> None:
+    table = Table(title="What provision would do")
+    for col in ("member", "app", "declared", "live", "action"):
+        table.add_column(col)
+    for st in stacks:
+        action = f"[red]{st.action}[/red]" if st.action == "refused" else st.action
+        table.add_row(st.member, st.app, st.declared, ", ".join(st.live) or "-", action)
+    out.print(table)
+    for st in stacks:
+        if st.note:
+            out.print(st.note, markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_instances(instances: list[InstanceHealthOut]) -> None:

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from controlplane.deploy.model import Run, RunEvent, RunStatus
-from controlplane.schemas.runs import RunDetailOut, RunOut
+from controlplane.schemas.runs import PlanChangeOut, RunDetailOut, RunOut
 
 _STATE_STYLE = {
     "waiting": "dim",
@@ -114,8 +114,9 @@ class LiveProgress:
 def run_table(run: RunOut) -> Table:
     """One run and where each of its hosts was left."""
     style = "green" if run.status == RunStatus.SUCCESSFUL.value else "red"
+    kind = f"{run.kind} (plan)" if run.check else run.kind
     table = Table(
-        title=f"run {run.id[:8]} {run.kind} {run.member or ''}/{run.app or ''} "
+        title=f"run {run.id[:8]} {kind} {run.member or ''}/{run.app or ''} "
         f"{run.version or ''}: [{style}]{run.status}[/{style}]",
         caption=run.error or None,
     )
@@ -134,13 +135,48 @@ def run_table(run: RunOut) -> Table:
     return table
 
 
+def reason_lines(run: RunOut) -> list[str]:
+    """One line per failed or unreachable host, saying why: "srv-01: health gate: ..."."""
+    return [f"{h.host}: {h.reason}" for h in run.hosts if h.reason]
+
+
 def plan_lines(run: RunDetailOut) -> list[str]:
-    """What a plan found would change, per host (nothing for runs that are not plans)."""
+    """What a plan found would change, per host: the release switch, the restart and the
+    tasks (nothing for runs that are not plans). A plan that failed never says that
+    nothing would change."""
     if run.changes is None:
         return []
+    if run.status != RunStatus.SUCCESSFUL.value:
+        done = [_plan_line(c) for c in run.changes]
+        return [*done, f"plan {run.status}: what would change is not known for every host"]
     if not run.changes:
         return ["plan: nothing would change"]
-    return [f"plan: {c.host} would change: {', '.join(c.tasks)}" for c in run.changes]
+    return [_plan_line(c) for c in run.changes]
+
+
+def _plan_line(change: PlanChangeOut) -> str:
+    parts: list[str] = []
+    if change.release_after is not None:
+        before = change.release_before or "nothing"
+        parts.append(
+            f"{before} -> {change.release_after}"
+            if before != change.release_after
+            else f"stays on {change.release_after}"
+        )
+    if change.restart:
+        parts.append("would restart")
+    line = f"plan: {change.host}: {', '.join(parts)}" if parts else f"plan: {change.host}"
+    if change.tasks:
+        line += f"; would change: {', '.join(change.tasks)}"
+    return line
+
+
+def print_run(console: Console, run: RunDetailOut) -> None:
+    """A run as ``deploy`` and ``runs show`` print it: the table, why each bad host
+    failed, and a plan's predictions."""
+    console.print(run_table(run))
+    for line in [*reason_lines(run), *plan_lines(run)]:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def event_line(e: RunEvent) -> str | None:

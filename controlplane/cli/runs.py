@@ -5,19 +5,27 @@ Every command first recovers runs whose owner died, so a shown status is a true 
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from controlplane.cli.common import FleetOpt, JsonOpt, context, err, me, out, print_json
-from controlplane.cli.progress import event_line, plan_lines, run_table
+from controlplane.cli.progress import event_line, print_run
 from controlplane.cli.remote import local_only, remote
 from controlplane.client import StreamEnd, event_record
 from controlplane.deploy import operations as ops
-from controlplane.deploy.history import RunFilter, follow_events, list_runs, parse_status, show_run
+from controlplane.deploy.history import (
+    RunFilter,
+    follow_events,
+    list_runs,
+    parse_status,
+    run_log,
+    show_run,
+)
 from controlplane.deploy.model import RunEvent, RunStatus
-from controlplane.errors import OperationFailed
+from controlplane.errors import InvalidInput, OperationFailed
 from controlplane.schemas.runs import CancelOut
 from controlplane.windows.operations import parse_time
 
@@ -70,11 +78,12 @@ def runs_list(
         return
     table = Table(title="Runs")
     for col in ("id", "kind", "member/app", "version", "status", "started by", "created (UTC)"):
-        table.add_column(col)
+        # A plan must read "deploy (plan)" on one line, never as a deploy.
+        table.add_column(col, no_wrap=col in ("id", "kind"))
     for r in page.runs:
         table.add_row(
             r.id[:8],
-            r.kind,
+            f"{r.kind} (plan)" if r.check else r.kind,
             f"{r.member or '-'}/{r.app or '-'}",
             r.version or "-",
             r.status,
@@ -86,15 +95,24 @@ def runs_list(
 
 @runs_app.command("show")
 def runs_show(
-    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix of 4+ characters).")],
     follow: Annotated[bool, typer.Option("--follow", help="Stream events until it ends.")] = False,
+    log: Annotated[
+        bool, typer.Option("--log", help="Print the run's whole output, play by play.")
+    ] = False,
     fleet: FleetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """One run: its hosts, and its events (with --follow, live until the run ends)."""
+    """One run: its hosts, why each failed one failed, and its events (with --follow, live
+    until the run ends); with --log, its whole Ansible output, scrubbed of secrets."""
+    if log and (follow or as_json):
+        raise InvalidInput("--log: prints the output as text; leave out --follow and --json")
     client = remote(fleet)
     if client is not None:
         with client:
+            if log:
+                _print_log(client.run_log(run_id))
+                return
             for item in client.events(run_id) if follow else ():
                 if not isinstance(item, StreamEnd):
                     _print_event(event_record(item))
@@ -102,6 +120,9 @@ def runs_show(
     else:
         ctx = context(fleet)
         ops.recover_runs(ctx)
+        if log:
+            _print_log(run_log(ctx, me(), run_id))
+            return
         if follow:
             for event in follow_events(ctx, me(), run_id, recover=lambda: ops.recover_runs(ctx)):
                 _print_event(event)
@@ -109,9 +130,11 @@ def runs_show(
     if as_json:
         print_json([run])
         return
-    out.print(run_table(run))
-    for line in plan_lines(run):
-        out.print(line, markup=False, highlight=False)
+    print_run(out, run)
+
+
+def _print_log(text: str) -> None:
+    sys.stdout.write(text)
 
 
 def _print_event(event: RunEvent) -> None:
@@ -122,7 +145,7 @@ def _print_event(event: RunEvent) -> None:
 
 @runs_app.command("cancel")
 def runs_cancel(
-    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix of 4+ characters).")],
     fleet: FleetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -24,15 +24,26 @@ from controlplane.deploy.execution import Execution, interrupts_cancel
 from controlplane.deploy.execution import Observer as Observer
 from controlplane.deploy.gating import gate_spec
 from controlplane.deploy.model import (
+    HostOutcome,
+    HostResult,
     Run,
     RunEvent,
+    RunFailure,
     RunKind,
     RunSpec,
     RunStatus,
 )
 from controlplane.deploy.plan import lock_requests
 from controlplane.deploy.processes import RUN_ENV, kill_orphans, this_node
-from controlplane.deploy.records import PlayOutcome, prune_artifacts, record_hosts, summary
+from controlplane.deploy.reasons import HostReason, Setup, host_reasons, play_error, run_failure
+from controlplane.deploy.records import (
+    PlayOutcome,
+    bad_host,
+    failure_of,
+    prune_artifacts,
+    record_hosts,
+    summary,
+)
 from controlplane.deploy.rollout import (
     HostState,
     ReleaseReport,
@@ -46,9 +57,9 @@ from controlplane.deploy.runner import (
     check_request,
     run_playbook,
 )
-from controlplane.errors import InvalidInput, LeaseLost, LockHeld
+from controlplane.errors import InvalidInput, LeaseLost, LockHeld, PreflightFailed, Unreachable
 from controlplane.fleet.inventory import RenderContext, render_inventory
-from controlplane.fleet.model import Fleet
+from controlplane.fleet.model import ConnectionKind, Fleet
 from controlplane.store.runs import RunStore
 from controlplane.windows.gate import Gate
 
@@ -160,9 +171,10 @@ class Engine:
         prune_artifacts(self.config.data_dir / "runs", self.config.artifact_retention)
         try:
             with interrupts_cancel(ex):
-                if self.preflight is not None:
-                    self.preflight(run)
-                if run.kind is RunKind.DEPLOY:
+                stopped = self._preflight(ex)
+                if stopped is not None:
+                    final = stopped
+                elif run.kind is RunKind.DEPLOY:
                     final = self._deploy(ex)
                 elif run.kind is RunKind.ROLLBACK:
                     final = self._rollback(ex)
@@ -174,13 +186,54 @@ class Engine:
             final = self.store.get(run.id)
             self._notify(replace(ex, run=final))
         except Exception as exc:  # a bug or an infrastructure fault: never leave it running
+            # A request refused at the boundary to Ansible is a configuration problem.
+            kind = RunFailure.CONFIG if isinstance(exc, InvalidInput) else RunFailure.FAILED
             try:
-                final = self._finish(ex, RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+                final = self._finish(
+                    ex, RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}", failure=kind
+                )
             except LeaseLost:
                 final = self.store.get(run.id)
         finally:
             ex.stop_heartbeat.set()
         return final
+
+    def _preflight(self, ex: Execution) -> Run | None:
+        """Run the preflight checks; a problem ends the run as failed before any play: a
+        configuration problem (``PreflightFailed``) as ``config``, hosts that could not be
+        reached as ``unreachable``. Each line that names one of the run's hosts becomes
+        that host's reason."""
+        if self.preflight is None:
+            return None
+        try:
+            self.preflight(ex.run)
+        except PreflightFailed as exc:
+            return self._stopped(ex, RunFailure.CONFIG, exc.problems or [str(exc)])
+        except Unreachable as exc:
+            return self._stopped(ex, RunFailure.UNREACHABLE, str(exc).split("; "))
+        return None
+
+    def _stopped(self, ex: Execution, failure: RunFailure, problems: list[str]) -> Run:
+        run = ex.run
+        named: dict[str, list[str]] = {}
+        for line in problems:
+            host, sep, rest = line.partition(": ")
+            if sep and host in run.hosts:
+                named.setdefault(host, []).append(rest)
+        bad = HostOutcome.UNREACHABLE if failure is RunFailure.UNREACHABLE else HostOutcome.FAILED
+        ex.hold(self.store)
+        for host in run.hosts:
+            lines = named.get(host)
+            self.store.record_host(
+                HostResult(
+                    run_id=run.id,
+                    host=host,
+                    outcome=bad if lines else HostOutcome.NOT_RUN,
+                    reason="; ".join(lines) if lines else None,
+                )
+            )
+        error = "preflight: " + "; ".join(problems)
+        return self._finish(ex, RunStatus.FAILED, error=error, failure=failure)
 
     def _deploy(self, ex: Execution) -> Run:
         run = ex.run
@@ -192,37 +245,96 @@ class Engine:
         extravars.update(run.options.extravars())
         play = self._play(ex, "deploy.yml", hosts, extravars, check=check)
         ended = play.ended
+        reasons = self._reasons(run, hosts, play)
         ex.hold(self.store)  # a run taken over mid-play leaves its record to the new owner
         if check:
-            record_hosts(self.store, run, hosts, play, None)
-            status = RunStatus.SUCCESSFUL if play.result.rc == 0 else (ended or RunStatus.FAILED)
-            return self._finish(ex, status, rc=play.result.rc)
+            record_hosts(self.store, run, hosts, play, None, reasons=reasons, planned=True)
+            if play.result.rc == 0:
+                return self._finish(ex, RunStatus.SUCCESSFUL, rc=0)
+            if ended is not None:
+                return self._finish(ex, ended, rc=play.result.rc)
+            return self._failed(ex, play, reasons, f"plan failed: {self._bad(run, reasons)}")
         verdict = judge(hosts, run.version, play.reports, play.failed_hosts, play.unreachable_hosts)
         if ended is not None:  # canceled or timed out: say where every host was left
-            record_hosts(self.store, run, hosts, play, verdict)
-            return self._finish(ex, ended, rc=play.result.rc, error=summary(verdict))
+            record_hosts(self.store, run, hosts, play, verdict, reasons=reasons)
+            return self._finish(ex, ended, rc=play.result.rc, error=summary(verdict, reasons))
         if verdict.succeeded and play.result.rc == 0:
             record_hosts(self.store, run, hosts, play, verdict)
             return self._finish(ex, RunStatus.SUCCESSFUL, rc=0)
         finals: dict[str, str | None] = {}
-        notes = [summary(verdict)]
+        notes = [summary(verdict, reasons)]
         for target, back in verdict.rollback_plan().items():
             vars_ = self._app_vars(run.member, run.app, target)
             rb = self._play(ex, "rollback.yml", back, vars_, check=False)
             ok = {r.host for r in rb.reports if r.healthy and r.after == target}
             for r in rb.reports:
                 finals[r.host] = r.after
+            why = self._reasons(run, back, rb)
+            failed = [bad_host(h, why.get(h), None, "failed") for h in sorted(set(back) - ok)]
             notes.append(
                 f"rolled back {', '.join(sorted(back))} to {target}"
-                + ("" if ok == set(back) else f" (failed on {', '.join(sorted(set(back) - ok))})")
+                + (f" (failed on {', '.join(failed)})" if failed else "")
             )
         fresh = verdict.without_previous_release()
         if fresh:
             notes.append(f"no earlier release to return to on {', '.join(fresh)}")
         finals.update(self._untouched_releases(ex, verdict, finals))
         ex.hold(self.store)
-        record_hosts(self.store, run, hosts, play, verdict, finals)
-        return self._finish(ex, RunStatus.FAILED, rc=play.result.rc or 1, error="; ".join(notes))
+        record_hosts(self.store, run, hosts, play, verdict, finals, reasons)
+        return self._failed(ex, play, reasons, "; ".join(notes))
+
+    def _failed(
+        self, ex: Execution, play: PlayOutcome, reasons: Mapping[str, HostReason], error: str
+    ) -> Run:
+        """End a run as failed, with the kind of failure its hosts' reasons say; a play
+        that failed before any host did is judged by its own error line."""
+        outcomes = {h.host: h.outcome for h in self.store.host_results(ex.run.id)}
+        failure = failure_of(outcomes, reasons)
+        if not reasons:
+            stopped = self._play_error(play)
+            if stopped is not None:
+                failure = run_failure([stopped.kind])
+                error = f"{ex.run.playbook}: {stopped.text}"
+        return self._finish(
+            ex, RunStatus.FAILED, rc=play.result.rc or 1, error=error, failure=failure
+        )
+
+    def _play_error(self, play: PlayOutcome) -> HostReason | None:
+        stdout = play.result.artifacts_dir / "stdout"
+        try:
+            text = stdout.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+        return play_error(text, self._setup(None, []))
+
+    def _bad(self, run: Run, reasons: Mapping[str, HostReason]) -> str:
+        """The bad hosts with their reasons, for an error line."""
+        named = [bad_host(h, reasons[h], None, "failed") for h in run.hosts if h in reasons]
+        return ", ".join(named) or "see the run's log"
+
+    def _reasons(self, run: Run, hosts: list[str], play: PlayOutcome) -> dict[str, HostReason]:
+        return host_reasons(play.events, self._setup(run, hosts))
+
+    def _setup(self, run: Run | None, hosts: list[str]) -> Setup:
+        """What the reasons need to know: each host's key file (and whether it is there),
+        the member's vault file, whether a vault password is configured."""
+        keys: dict[str, str] = {}
+        for name in hosts:
+            host = self.fleet.host(name)
+            if host.connection is ConnectionKind.SSH and host.private_key_file:
+                keys[name] = str(host.private_key_file)
+        missing = frozenset(h for h, key in keys.items() if not Path(key).exists())
+        vault = None if run is None or run.member is None else self._vault_file(run.member)
+        return Setup(
+            fleet_dir=self.config.fleet_dir,
+            keys=keys,
+            missing_keys=missing,
+            vault_file=None if vault is None else str(vault),
+            vault_password=self.config.vault_password_file is not None,
+        )
+
+    def _vault_file(self, member: str) -> Path:
+        return self.config.fleet_dir / "vault" / f"{member}.yml"
 
     def _untouched_releases(
         self, ex: Execution, verdict: RolloutVerdict, known: Mapping[str, str | None]
@@ -247,14 +359,15 @@ class Engine:
             ex, "rollback.yml", hosts, self._app_vars(run.member, run.app, run.version), False
         )
         verdict = judge(hosts, run.version, play.reports, play.failed_hosts, play.unreachable_hosts)
+        reasons = self._reasons(run, hosts, play)
         ex.hold(self.store)
-        record_hosts(self.store, run, hosts, play, verdict)
+        record_hosts(self.store, run, hosts, play, verdict, reasons=reasons)
         ended = play.ended
         if ended is not None:
             return self._finish(ex, ended, rc=play.result.rc)
         if verdict.succeeded and play.result.rc == 0:
             return self._finish(ex, RunStatus.SUCCESSFUL, rc=0)
-        return self._finish(ex, RunStatus.FAILED, rc=play.result.rc or 1, error=summary(verdict))
+        return self._failed(ex, play, reasons, summary(verdict, reasons))
 
     def _simple(self, ex: Execution) -> Run:
         """Patch, drift and ad-hoc playbooks: one play, judged by its result."""
@@ -264,18 +377,18 @@ class Engine:
         if run.member is not None:
             extravars["cp_member"] = run.member
         play = self._play(ex, run.playbook, list(run.hosts), extravars, check)
+        reasons = self._reasons(run, list(run.hosts), play)
         ex.hold(self.store)
-        record_hosts(self.store, run, list(run.hosts), play, None)
+        record_hosts(self.store, run, list(run.hosts), play, None, reasons=reasons)
         ended = play.ended
         if ended is not None:
             return self._finish(ex, ended, rc=play.result.rc)
-        ok = play.result.rc == 0
-        return self._finish(
-            ex,
-            RunStatus.SUCCESSFUL if ok else RunStatus.FAILED,
-            rc=play.result.rc,
-            error=None if ok else f"{run.playbook} failed (rc {play.result.rc})",
-        )
+        if play.result.rc == 0:
+            return self._finish(ex, RunStatus.SUCCESSFUL, rc=0)
+        error = f"{run.playbook} failed (rc {play.result.rc})"
+        if reasons:
+            error = f"{run.playbook} failed: {self._bad(run, reasons)}"
+        return self._failed(ex, play, reasons, error)
 
     # -- one playbook --------------------------------------------------------------------------
 
@@ -290,9 +403,9 @@ class Engine:
             "cp_health_path": catalogue.health_path,
             "cp_health_timeout": self.config.health_timeout_seconds,
         }
-        vault = self.config.fleet_dir / "vault" / f"{member}.yml"
-        if vault.exists():
-            out["cp_vault_file"] = str(vault)
+        # Passed even when it is missing: the deploy then stops on every host with
+        # "vault file <path> missing" before anything changes.
+        out["cp_vault_file"] = str(self._vault_file(member))
         return out
 
     def _play(
@@ -385,11 +498,22 @@ class Engine:
         return PlayOutcome(result, events, reports, times, tuning.as_dict())
 
     def _finish(
-        self, ex: Execution, status: RunStatus, rc: int | None = None, error: str | None = None
+        self,
+        ex: Execution,
+        status: RunStatus,
+        rc: int | None = None,
+        error: str | None = None,
+        failure: RunFailure | None = None,
     ) -> Run:
         if ex.cancel_seen and status is RunStatus.FAILED:
             status = RunStatus.CANCELED
-        ex.run = self.store.transition(ex.run.id, status, rc=rc, error=error, fence=ex.fence)
+        if status is RunStatus.FAILED and failure is None:
+            failure = RunFailure.FAILED
+        if status is not RunStatus.FAILED:
+            failure = None
+        ex.run = self.store.transition(
+            ex.run.id, status, rc=rc, error=error, fence=ex.fence, failure=failure
+        )
         self._notify(ex)
         if status is RunStatus.SUCCESSFUL and self.on_success is not None:
             try:

@@ -26,6 +26,7 @@ KEPT_EVENTS = frozenset(
         "runner_on_start",
         "runner_on_ok",
         "runner_on_failed",
+        "runner_on_async_failed",
         "runner_on_skipped",
         "runner_on_unreachable",
         "runner_on_file_diff",
@@ -34,6 +35,8 @@ KEPT_EVENTS = frozenset(
     }
 )
 _SAFE_RESULT_KEYS = ("changed", "failed", "skipped", "unreachable", "rc", "attempts")
+# Events whose failure message we keep (the first one of a host becomes its reason).
+FAILURE_EVENTS = frozenset({"runner_on_failed", "runner_on_async_failed", "runner_on_unreachable"})
 _MASK = "********"
 _MAX_TEXT = 500
 
@@ -102,9 +105,10 @@ def to_run_event(
         for key in _SAFE_RESULT_KEYS:
             if key in res:
                 kept[key] = res[key]
-        if res.get("_ansible_no_log"):
+        if res.get("_ansible_no_log") or "censored" in res:
+            # A no_log task's result arrives censored: say so, keep nothing of it.
             kept["no_log"] = True
-        elif name in ("runner_on_failed", "runner_on_unreachable") and "msg" in res:
+        elif name in FAILURE_EVENTS and "msg" in res:
             kept["msg"] = _text(res["msg"])
         if name == "runner_on_unreachable":
             kept["reason"] = unreachable_reason(res.get("msg"))
@@ -113,11 +117,13 @@ def to_run_event(
     if name == "playbook_on_stats":
         for key in ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored"):
             kept[key] = dict(data.get(key) or {})
-    quiet = isinstance(res, Mapping) and bool(res.get("_ansible_no_log"))
+    quiet = isinstance(res, Mapping) and (bool(res.get("_ansible_no_log")) or "censored" in res)
     if name == "runner_on_file_diff" and not quiet:
         kept["diff"] = _text(data.get("diff"))
     elif isinstance(res, Mapping) and res.get("changed") and res.get("diff") and not quiet:
         kept["diff"] = _text(res["diff"])
+    if name in FAILURE_EVENTS and data.get("ignore_errors"):
+        kept["ignored"] = True  # "...ignoring": the play goes on as if it had not failed
     if data.get("play"):
         kept["play"] = str(data["play"])
     return RunEvent(
@@ -138,6 +144,8 @@ def release_report(event: RunEvent) -> ReleaseReport | None:
         return None
     if not isinstance(report, Mapping):
         return None
+    plan = report.get("plan")
+    plan = plan if isinstance(plan, Mapping) else {}
     try:
         return ReleaseReport(
             host=event.host,
@@ -147,6 +155,8 @@ def release_report(event: RunEvent) -> ReleaseReport | None:
             before=_release(report.get("before")),
             after=_release(report.get("after")),
             healthy=bool(report.get("healthy")),
+            planned_after=_release(plan.get("after")),
+            would_restart=bool(plan["restart"]) if "restart" in plan else None,
         )
     except (KeyError, TypeError, ValueError):
         return None

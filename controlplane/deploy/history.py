@@ -10,19 +10,24 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+import yaml
 from sqlalchemy import and_, or_, select
 
 from controlplane.access.policy import Action, Principal, authorize
 from controlplane.clock import as_utc, local_as_utc
+from controlplane.deploy.declared import with_declared
+from controlplane.deploy.events import mask, release_report
 from controlplane.deploy.model import Run, RunEvent, RunKind, RunStatus
-from controlplane.errors import InvalidInput, RunNotFound
+from controlplane.errors import InvalidInput, OperationFailed, RunNotFound
 from controlplane.schemas.runs import PlanChangeOut, RunDetailOut, RunOut, RunPageOut
 from controlplane.store.schema import runs as runs_table
 
@@ -81,10 +86,11 @@ def _aware(value: datetime | None, zone: ZoneInfo) -> datetime | None:
 
 
 def visible_run(ctx: Context, principal: Principal, run_id: str, action: Action) -> Run:
-    """The run, when this caller may do ``action`` on it; another member's run (or, for a
-    member-scoped caller, a run of no member) is not found."""
+    """The run (an id, or a unique prefix of at least 4 characters), when this caller may
+    do ``action`` on it; another member's run (or, for a member-scoped caller, a run of no
+    member) is not found, and is never named as a candidate of an ambiguous prefix."""
     authorize(principal, action)
-    run = ctx.runs.get(run_id)
+    run = ctx.runs.resolve(run_id, frozenset(principal.members) if principal.scoped else None)
     if not principal.sees(run.member):
         raise RunNotFound(f"no run {run_id!r}")
     return run
@@ -134,12 +140,31 @@ def list_runs(
 
 
 def plan_changes(events: Iterable[RunEvent]) -> list[PlanChangeOut]:
-    """Per host, the tasks a check-mode run found would change."""
+    """Per host, the tasks a check-mode run found would change, and the release switch and
+    restart its report predicts (a host that would change nothing is left out)."""
     changes: dict[str, list[str]] = {}
+    planned: dict[str, tuple[str | None, str | None, bool | None]] = {}
     for e in events:
         if e.event == "runner_on_ok" and e.data.get("changed") and e.host:
             changes.setdefault(e.host, []).append(e.task or "?")
-    return [PlanChangeOut(host=h, tasks=t) for h, t in sorted(changes.items())]
+        report = release_report(e)
+        if report is not None and report.planned_after is not None:
+            planned[report.host] = (report.before, report.planned_after, report.would_restart)
+    out: list[PlanChangeOut] = []
+    for host in sorted(set(changes) | set(planned)):
+        before, after, restart = planned.get(host, (None, None, None))
+        if host not in changes and before == after and not restart:
+            continue
+        out.append(
+            PlanChangeOut(
+                host=host,
+                tasks=changes.get(host, []),
+                release_before=before,
+                release_after=after,
+                restart=restart,
+            )
+        )
+    return out
 
 
 def detail(ctx: Context, run: Run) -> RunDetailOut:
@@ -149,9 +174,10 @@ def detail(ctx: Context, run: Run) -> RunDetailOut:
         if is_plan(run) and run.kind is RunKind.DEPLOY
         else None
     )
-    return RunDetailOut(
+    shown = RunDetailOut(
         **RunOut.of(run, ctx.runs.host_results(run.id)).model_dump(), changes=changes
     )
+    return with_declared(ctx, shown)  # a deploy: what the fleet's stacks.yml declares now
 
 
 def show_run(ctx: Context, principal: Principal, run_id: str) -> RunDetailOut:
@@ -188,3 +214,124 @@ def follow_events(
             recover()
             checked = monotonic()
         sleep(poll_seconds)
+
+
+# -- a run's log -------------------------------------------------------------------------------
+
+# "<n>-<playbook>-<strategy>": the runner's artifact directory of the run's n-th play.
+_PLAY_IDENT = re.compile(r"(\d+)-(.+)-([A-Za-z_]+)")
+# Tokens and webhook secrets have a shape of their own: masked wherever they appear.
+_SECRET_SHAPES = re.compile(r"\b(?:cpt_[A-Za-z0-9_-]{8,}|whsec_[A-Za-z0-9+/=]{8,})")
+MASK = "********"
+# Shorter values (a port, "yes") would mask ordinary words of the log.
+MIN_SECRET = 4
+
+
+class RunLogGone(OperationFailed):
+    """The run's stdout is no longer on disk (pruned after the newest runs, or never
+    written on this machine)."""
+
+
+@dataclass(frozen=True)
+class PlayLog:
+    number: int
+    playbook: str
+    strategy: str
+    stdout: Path
+
+
+def play_logs(run_dir: Path) -> list[PlayLog]:
+    """Each play's stdout under ``<run dir>/artifacts/``, in the order the plays ran."""
+    found: list[PlayLog] = []
+    for stdout in run_dir.glob("artifacts/*/stdout"):
+        match = _PLAY_IDENT.fullmatch(stdout.parent.name)
+        if match and stdout.is_file() and not stdout.is_symlink():
+            number, playbook, strategy = match.groups()
+            found.append(PlayLog(int(number), f"{playbook}.yml", strategy, stdout))
+    return sorted(found, key=lambda p: p.number)
+
+
+def scrub_log(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every known secret value, and anything shaped like a token or a
+    webhook secret, masked."""
+    masked = mask(text, sorted({s for s in secrets if len(s) >= MIN_SECRET}, key=len, reverse=True))
+    return _SECRET_SHAPES.sub(MASK, str(masked))
+
+
+def run_log(ctx: Context, principal: Principal, run_id: str) -> str:
+    """The run's whole stdout, play by play (each under a header line), scrubbed of the
+    secrets the control plane knows: the member's vault values, the vault password, the
+    API token and the database password. ``RunLogGone`` when it is no longer on disk."""
+    run = visible_run(ctx, principal, run_id, Action.RUNS_READ)
+    plays = play_logs(ctx.data_dir / "runs" / run.id)
+    if not plays:
+        keep = ctx.settings.artifact_retention
+        raise RunLogGone(
+            f"run {run.id[:8]}: its log is gone (only the newest {keep} runs' logs are kept, "
+            "on the machine that executed them)"
+        )
+    secrets = log_secrets(ctx, run)
+    parts: list[str] = []
+    for play in plays:
+        parts.append(f"=== play {play.number}: {play.playbook} ({play.strategy}) ===")
+        text = play.stdout.read_text(encoding="utf-8", errors="replace")
+        parts.append(scrub_log(text, secrets).rstrip("\n"))
+    return "\n".join(parts) + "\n"
+
+
+def log_secrets(ctx: Context, run: Run) -> list[str]:
+    """The secret values a log must never show."""
+    s = ctx.settings
+    found: list[str] = []
+    if s.token is not None:
+        found.append(s.token.get_secret_value())
+    url = s.resolved_database_url
+    password = _url_password(url)
+    if password:
+        found.append(password)
+    password_file = s.resolved_vault_password_file
+    if password_file is not None and run.member is not None:
+        vault = s.resolved_fleet / "vault" / f"{run.member}.yml"
+        found += vault_values(vault, password_file)
+    return found
+
+
+def vault_values(vault: Path, password_file: Path) -> list[str]:
+    """Every text value in a vault file, and the vault password; nothing when the file
+    cannot be read or decrypted (the log is then scrubbed of what else is known)."""
+    from ansible.errors import AnsibleError  # type: ignore[import-untyped]
+    from ansible.parsing.dataloader import DataLoader  # type: ignore[import-untyped]
+    from ansible.parsing.vault import VaultLib, get_file_vault_secret  # type: ignore[import-untyped]
+
+    try:
+        secret = get_file_vault_secret(filename=str(password_file), loader=DataLoader())
+        secret.load()
+        plain = VaultLib([("default", secret)]).decrypt(vault.read_bytes())
+        doc = yaml.safe_load(plain)
+    except (AnsibleError, OSError, yaml.YAMLError):
+        return []
+    values = list(_leaves(doc))
+    raw = secret.bytes
+    if isinstance(raw, bytes):
+        values.append(raw.decode("utf-8", errors="replace").strip())
+    return values
+
+
+def _leaves(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _leaves(v)
+    elif isinstance(value, str | int | float) and not isinstance(value, bool):
+        yield str(value)
+
+
+def _url_password(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).password
+    except ValueError:
+        return None

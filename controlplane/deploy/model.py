@@ -56,6 +56,14 @@ ALLOWED_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
 }
 
 
+class RunFailure(Enum):
+    """What kind of failure ended a failed run; its exit code follows it (2, 4, 1)."""
+
+    CONFIG = "config"  # a key, known_hosts or vault file, or the vault password: fix the setup
+    UNREACHABLE = "unreachable"  # only hosts that could not be reached
+    FAILED = "failed"  # a task or the health gate failed on a host
+
+
 class HostOutcome(Enum):
     OK = "ok"
     CHANGED = "changed"
@@ -127,6 +135,7 @@ class Run:
     # The fencing number: raised each time an execution starts or another node takes the
     # run over. Only the holder of the current number may write the run's outcome.
     lease: int = 0
+    failure: RunFailure | None = None  # set on failed runs only
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,8 @@ class HostResult:
     release_after: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # A failed or unreachable host: its first failing task and message, one scrubbed line.
+    reason: str | None = None
 
 
 @dataclass(frozen=True)

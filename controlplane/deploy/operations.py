@@ -26,10 +26,19 @@ from controlplane.audit import runs as audit_runs
 from controlplane.audit.chain import AuditAction, Outcome
 from controlplane.deploy.engine import Observer
 from controlplane.deploy.history import visible_run
-from controlplane.deploy.model import HostOutcome, HostResult, Run, RunSpec, RunStatus
+from controlplane.deploy.model import (
+    HostOutcome,
+    HostResult,
+    Run,
+    RunFailure,
+    RunSpec,
+    RunStatus,
+)
 from controlplane.deploy.plan import DeployRequest
+from controlplane.deploy.reasons import run_failure
 from controlplane.errors import (
     ControlPlaneError,
+    InvalidInput,
     LockHeld,
     OperationFailed,
     Refused,
@@ -81,6 +90,7 @@ def deploy(
     emergency_reason: str | None = None,
     wait: bool = True,
     queue: bool = False,
+    record: bool = False,
     observer: Observer | None = None,
     on_wait: OnWait | None = None,
 ) -> list[Run]:
@@ -89,8 +99,14 @@ def deploy(
     One run per app. ``check`` plans only (check mode with diff). With ``wait`` the runs
     execute here and come back finished; without, each goes to a detached executor and
     comes back as soon as that executor has taken it. ``queue`` waits for a conflicting
-    run to end instead of refusing with ``LockHeld``."""
+    run to end instead of refusing with ``LockHeld``. ``record``: once a run succeeded,
+    the fleet's stacks.yml declares its version (whoever executes it: see
+    ``deploy.declared``); a plan or a failed run records nothing."""
     _authorize(ctx, principal, AuditAction.PLAN if check else AuditAction.DEPLOY, member, reason)
+    if record and version is None:
+        raise InvalidInput(
+            "record: needs a version; without one the fleet's declared version is deployed"
+        )
     specs = ctx.planner.plan_deploy(
         DeployRequest(
             member=member,
@@ -104,6 +120,8 @@ def deploy(
             emergency_reason=emergency_reason,
         )
     )
+    if record:
+        specs = [replace(s, options=replace(s.options, record=True)) for s in specs]
     return launch(
         ctx, specs, wait=wait, queue=queue, observer=observer, on_wait=on_wait, principal=principal
     )
@@ -257,11 +275,25 @@ def unreachable_only(hosts: Sequence[HostResult]) -> bool:
     return bool(bad) and all(h.outcome is HostOutcome.UNREACHABLE for h in bad)
 
 
-def outcome_error(results: Sequence[tuple[Run, Sequence[HostResult]]]) -> ControlPlaneError | None:
-    """The error for runs that did not all succeed, or None when they did.
+def failure_kind(run: Run, hosts: Sequence[HostResult]) -> RunFailure:
+    """What kind of failure a run that did not succeed is: its recorded ``failure``; for
+    runs recorded before that existed, unreachable when only unreachable hosts failed it.
+    Canceled, timed out and interrupted runs count as failed."""
+    if run.status is not RunStatus.FAILED:
+        return RunFailure.FAILED
+    if run.failure is not None:
+        return run.failure
+    return RunFailure.UNREACHABLE if unreachable_only(hosts) else RunFailure.FAILED
 
-    Runs that failed only on unreachable hosts are ``Unreachable`` (a host or dependency
-    could not be reached), carrying the run's own error text; anything else failed."""
+
+def outcome_error(results: Sequence[tuple[Run, Sequence[HostResult]]]) -> ControlPlaneError | None:
+    """The error for runs that did not all succeed, or None when they did, carrying each
+    bad run's own error text (which names each bad host with its reason).
+
+    The kind follows the runs' failures: any run that failed (a task, the health gate, a
+    cancel) is ``OperationFailed`` (exit 1); else a configuration problem (a key, vault
+    file or vault password) is ``InvalidInput`` (2); runs that failed only on unreachable
+    hosts are ``Unreachable`` (4)."""
     bad = [(r, h) for r, h in results if r.status is not RunStatus.SUCCESSFUL]
     if not bad:
         return None
@@ -270,7 +302,10 @@ def outcome_error(results: Sequence[tuple[Run, Sequence[HostResult]]]) -> Contro
         + (f": {r.error}" if r.error else "")
         for r, _ in bad
     )
-    if all(r.status is RunStatus.FAILED and unreachable_only(h) for r, h in bad):
+    kind = run_failure(failure_kind(r, h) for r, h in bad)
+    if kind is RunFailure.CONFIG:
+        return InvalidInput(text)
+    if kind is RunFailure.UNREACHABLE:
         return Unreachable(text)
     return OperationFailed(text)
 

@@ -9,7 +9,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from controlplane.deploy.model import HostOutcome, HostResult, Run, RunEvent, RunStatus
+from controlplane.deploy.model import (
+    HostOutcome,
+    HostResult,
+    Run,
+    RunEvent,
+    RunFailure,
+    RunStatus,
+)
+from controlplane.deploy.reasons import HostReason, run_failure
 from controlplane.deploy.rollout import HostState, ReleaseReport, RolloutVerdict
 from controlplane.deploy.runner import PlaybookResult
 from controlplane.store.runs import RunStore
@@ -71,11 +79,17 @@ def record_hosts(
     play: PlayOutcome,
     verdict: RolloutVerdict | None,
     finals: Mapping[str, str | None] | None = None,
+    reasons: Mapping[str, HostReason] | None = None,
+    *,
+    planned: bool = False,
 ) -> None:
-    """Each host's outcome, counts, releases before and after, and when it was worked on.
+    """Each host's outcome, counts, releases before and after, when it was worked on, and
+    for a failed or unreachable host the reason.
 
-    ``finals`` are releases learnt after the play (a rollback, or asking untouched hosts)."""
+    ``finals`` are releases learnt after the play (a rollback, or asking untouched hosts).
+    ``planned``: a plan (check mode), whose "after" is the release it would switch to."""
     states = {v.host: v for v in verdict.hosts} if verdict else {}
+    reported = {r.host: r for r in play.reports}
     for host in hosts:
         stats = play.result.stats.get(host)
         v = states.get(host)
@@ -91,10 +105,16 @@ def record_hosts(
             outcome = HostOutcome.OK
         before = v.before if v else None
         after = v.after if v else None
+        if planned and host in reported:
+            report = reported[host]
+            before = report.before
+            after = report.planned_after if report.planned_after is not None else report.after
         if finals and host in finals:
             after = finals[host]
             if v is not None and v.state is HostState.NOT_RUN:
                 before = after  # never touched: it stayed where it was
+        reason = (reasons or {}).get(host)
+        bad = outcome in (HostOutcome.FAILED, HostOutcome.UNREACHABLE)
         started, finished = play.host_times.get(host, (None, None))
         store.record_host(
             HostResult(
@@ -110,22 +130,42 @@ def record_hosts(
                 release_after=after,
                 started_at=started,
                 finished_at=finished,
+                reason=reason.text if reason is not None and bad else None,
             )
         )
 
 
-def summary(verdict: RolloutVerdict) -> str:
-    """One line for the run's error; an unreachable host says why ("host key mismatch")."""
+def summary(verdict: RolloutVerdict, reasons: Mapping[str, HostReason] | None = None) -> str:
+    """One line for the run's error naming each bad host with its reason, e.g.
+    "rollout stopped: srv-01: health gate: GET /healthz answered 503 for 15 s"."""
     bad = [
-        _problem(v.host, v.reason) if v.reason else f"{v.host} {v.state.value}"
+        bad_host(v.host, (reasons or {}).get(v.host), v.reason, v.state.value)
         for v in verdict.hosts
         if v.state not in (HostState.SWITCHED, HostState.UNCHANGED)
     ]
     return "rollout stopped: " + ", ".join(bad) if bad else "rollout complete"
 
 
+def bad_host(host: str, reason: HostReason | None, fallback: str | None, state: str) -> str:
+    # "srv-01: host key mismatch" and "srv-01: unreachable" read the same way in an error;
+    # a host the rollout never reached only says so ("srv-03 not_run").
+    text = reason.text if reason is not None else fallback
+    return _problem(host, text) if text else f"{host} {state}"
+
+
+def failure_of(hosts: Mapping[str, HostOutcome], reasons: Mapping[str, HostReason]) -> RunFailure:
+    """What kind of failure a failed run is, from its failed and unreachable hosts."""
+    kinds = [
+        reasons[h].kind
+        if h in reasons
+        else (RunFailure.UNREACHABLE if o is HostOutcome.UNREACHABLE else RunFailure.FAILED)
+        for h, o in hosts.items()
+        if o in (HostOutcome.FAILED, HostOutcome.UNREACHABLE)
+    ]
+    return run_failure(kinds)
+
+
 def _problem(host: str, reason: str) -> str:
-    # "srv-01: host key mismatch" and "srv-01: unreachable" read the same way in an error.
     return f"{host}: {reason}"
 
 

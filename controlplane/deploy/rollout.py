@@ -87,6 +87,10 @@ class ReleaseReport:
     before: str | None
     after: str | None
     healthy: bool
+    # A plan (check mode) only: the release a deploy would switch to (None: it would stay
+    # on ``before``), and whether it would restart the app.
+    planned_after: str | None = None
+    would_restart: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ class HostVerdict:
     state: HostState
     before: str | None
     after: str | None
-    reason: str | None = None  # why an unreachable host was not reached
+    reason: str | None = None  # why an unreachable host was not reached (a short phrase)
 
 
 @dataclass(frozen=True)

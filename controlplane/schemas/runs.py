@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from controlplane.deploy.model import HostResult, Run, RunEvent
+from controlplane.schemas.declared import DeclaredOut, StackPlanOut
 
 
 class HostResultOut(BaseModel):
@@ -21,6 +22,10 @@ class HostResultOut(BaseModel):
     release_after: str | None
     started_at: datetime | None
     finished_at: datetime | None
+    reason: str | None = Field(
+        default=None,
+        description="a failed or unreachable host: its first failing task and message, one line",
+    )
 
     @classmethod
     def of(cls, h: HostResult) -> HostResultOut:
@@ -35,6 +40,7 @@ class HostResultOut(BaseModel):
             release_after=h.release_after,
             started_at=h.started_at,
             finished_at=h.finished_at,
+            reason=h.reason,
         )
 
 
@@ -59,6 +65,11 @@ class RunOut(BaseModel):
     finished_at: datetime | None
     rc: int | None
     error: str | None
+    failure: Literal["config", "unreachable", "failed"] | None = Field(
+        default=None,
+        description="a failed run: config, unreachable or failed (exit code 2, 4 or 1)",
+    )
+    check: bool = Field(default=False, description="a plan (check mode): it changed nothing")
     hosts: list[HostResultOut]
 
     @classmethod
@@ -86,20 +97,28 @@ def _run_fields(run: Run) -> dict[str, Any]:
         "finished_at": run.finished_at,
         "rc": run.rc,
         "error": run.error,
+        "failure": None if run.failure is None else run.failure.value,
+        "check": run.options.check,
     }
 
 
 class PlanChangeOut(BaseModel):
-    """In a plan (check mode): the tasks that would change this host."""
+    """In a plan (check mode): the tasks that would change this host, and the release
+    switch and restart a deploy would make there (``None`` when the host did not say)."""
 
     host: str
     tasks: list[str]
+    release_before: str | None = None
+    release_after: str | None = None
+    restart: bool | None = None
 
 
 class RunDetailOut(RunOut):
     """A run, its hosts, and for a plan what would change (``None`` for other runs)."""
 
     changes: list[PlanChangeOut] | None = None
+    # A deploy's declared version: stacks.yml after the run (None for other runs).
+    declared: DeclaredOut | None = None
 
 
 class RunPageOut(BaseModel):
@@ -167,6 +186,8 @@ class ProvisionOut(BaseModel):
     seconds: float
     runs: list[RunOut]
     instances: list[InstanceHealthOut]
+    # Member apps left alone because a live release is newer than the declared one.
+    refused: list[StackPlanOut] = Field(default_factory=list)
 
 
 class LaunchedOut(BaseModel):

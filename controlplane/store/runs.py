@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -16,6 +17,7 @@ from controlplane.deploy.model import (
     HostResult,
     Run,
     RunEvent,
+    RunFailure,
     RunKind,
     RunSpec,
     RunStatus,
@@ -54,6 +56,7 @@ def _run(row: RowMapping) -> Run:
         cancel_requested=bool(row["cancel_requested"]),
         heartbeat_at=_aware(row["heartbeat_at"]),
         lease=int(row["lease"]),
+        failure=RunFailure(row["failure"]) if row["failure"] else None,
     )
 
 
@@ -70,6 +73,11 @@ def db_now(conn: Connection) -> datetime:
 
 
 _LIVE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
+# People copy short ids from `runs list`; fewer than this many characters match too much.
+MIN_PREFIX = 4
+# How many candidates an ambiguous prefix names.
+SHOWN_CANDIDATES = 5
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 class RunStore(LockTable):
@@ -109,20 +117,47 @@ class RunStore(LockTable):
         return self.get(run_id)
 
     def get(self, run_id: str) -> Run:
+        """The run with this id, or with this unique prefix of one (``resolve``)."""
+        return self.resolve(run_id)
+
+    def resolve(self, run_id: str, members: frozenset[str] | None = None) -> Run:
+        """The run with this id, or the one run whose id starts with this prefix (at least
+        ``MIN_PREFIX`` characters). ``members`` limits the search to those members' runs, so
+        an ambiguous prefix never names a run the caller may not see.
+
+        A prefix that is too short or matches several runs is ``InvalidInput`` (naming up to
+        ``SHOWN_CANDIDATES`` of them); no match is ``RunNotFound``."""
+        visible = runs.c.member.in_(sorted(members)) if members is not None else None
         with self.engine.connect() as conn:
-            row = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
-            if row is None:
-                # Accept an unambiguous prefix, as people copy short ids from `runs list`.
-                if len(run_id) >= 6 and run_id.isalnum():
-                    rows = (
-                        conn.execute(select(runs).where(runs.c.id.startswith(run_id)).limit(2))
-                        .mappings()
-                        .all()
-                    )
-                    if len(rows) == 1:
-                        return _run(rows[0])
+            query = select(runs).where(runs.c.id == run_id)
+            if visible is not None:
+                query = query.where(visible)
+            row = conn.execute(query).mappings().first()
+            if row is not None:
+                return _run(row)
+            prefix = run_id.lower()
+            if not _HEX.fullmatch(prefix):
                 raise RunNotFound(f"no run {run_id!r}")
-        return _run(row)
+            if len(prefix) < MIN_PREFIX:
+                raise InvalidInput(
+                    f"run id {run_id!r}: give at least {MIN_PREFIX} characters of it"
+                )
+            query = (
+                select(runs)
+                .where(runs.c.id.startswith(prefix))
+                .order_by(runs.c.created_at.desc(), runs.c.id)
+                .limit(SHOWN_CANDIDATES + 1)
+            )
+            if visible is not None:
+                query = query.where(visible)
+            rows = conn.execute(query).mappings().all()
+        if not rows:
+            raise RunNotFound(f"no run {run_id!r}")
+        if len(rows) > 1:
+            named = ", ".join(r["id"][:12] for r in rows[:SHOWN_CANDIDATES])
+            more = ", …" if len(rows) > SHOWN_CANDIDATES else ""
+            raise InvalidInput(f"run id {run_id!r} is ambiguous: it matches {named}{more}")
+        return _run(rows[0])
 
     def find(
         self,
@@ -148,6 +183,7 @@ class RunStore(LockTable):
         node: str | None = None,
         tuning: dict[str, Any] | None = None,
         fence: int | None = None,
+        failure: RunFailure | None = None,
     ) -> Run:
         """Move a run to ``status``; refuses to move a finished run or to go backwards.
 
@@ -174,7 +210,14 @@ class RunStore(LockTable):
                 values["heartbeat_at"] = db_now(conn)
             if status.finished:
                 values["finished_at"] = now
-            for key, value in (("rc", rc), ("error", error), ("node", node), ("tuning", tuning)):
+            changes: tuple[tuple[str, Any], ...] = (
+                ("rc", rc),
+                ("error", error),
+                ("node", node),
+                ("tuning", tuning),
+                ("failure", None if failure is None else failure.value),
+            )
+            for key, value in changes:
                 if value is not None:
                     values[key] = value
             conn.execute(
@@ -322,6 +365,7 @@ class RunStore(LockTable):
             "release_after": result.release_after,
             "started_at": result.started_at,
             "finished_at": result.finished_at,
+            "reason": result.reason,
         }
         with self.engine.begin() as conn:
             key = (run_hosts.c.run_id == result.run_id) & (run_hosts.c.host == result.host)
@@ -347,6 +391,7 @@ class RunStore(LockTable):
                     release_after=r["release_after"],
                     started_at=_aware(r["started_at"]),
                     finished_at=_aware(r["finished_at"]),
+                    reason=r["reason"],
                 )
                 for r in conn.execute(query).mappings()
             ]
