@@ -15,6 +15,7 @@ from controlplane.access.store import TokenStore
 from controlplane.audit.store import AuditLog
 from controlplane.clock import utc_now
 from controlplane.costs.history import ReservationHistory
+from controlplane.deploy.declared import record_declared
 from controlplane.deploy.engine import Engine, EngineConfig
 from controlplane.deploy.history import is_plan
 from controlplane.deploy.model import Run, RunKind
@@ -24,6 +25,7 @@ from controlplane.fleet.loader import load_fleet
 from controlplane.fleet.model import Fleet
 from controlplane.maintenance.loader import load_jobs
 from controlplane.maintenance.schedule import Maintenance, Silence
+from controlplane.preflight import RunPreflight
 from controlplane.settings import PLAYBOOKS_DIR, Settings, load_settings
 from controlplane.store.db import make_engine, migrate
 from controlplane.store.runs import RunStore
@@ -101,8 +103,18 @@ class Context:
             ),
             self.render_context,
             gate=self.gate,
-            on_success=self._record_reservations,
+            on_success=self._after_success,
+            # Key, known_hosts and vault files checked before the first play of every run.
+            preflight=RunPreflight(self.fleet, s.resolved_fleet, s.resolved_vault_password_file),
         )
+
+    def _after_success(self, run: Run) -> None:
+        """A successful run: the fleet declares its version when asked to record it, and
+        the reservations are what members pay for from now on."""
+        try:
+            record_declared(self, run)
+        finally:
+            self._record_reservations(run)
 
     def _record_reservations(self, run: Run) -> None:
         """After a successful deploy the fleet's reservations are what members pay for."""
@@ -157,6 +169,7 @@ def build_service(ctx: Context) -> Service:
     from controlplane.api.app import create_app
     from controlplane.deploy.operations import recover_runs
     from controlplane.deploy.runner import scrub_leftover_artifacts
+    from controlplane.notify.service import build_notifier
     from controlplane.service import Service, ServiceConfig
     from controlplane.uptime.operations import calendar
 
@@ -175,7 +188,9 @@ def build_service(ctx: Context) -> Service:
         ctx.engine,
         config,
         calendar=calendar(ctx),
-        extensions=[ctx.maintenance],
+        # Webhook notifications: every target's secret is read here, so a missing one
+        # stops serve at start (exit 2) rather than at the first event.
+        extensions=[ctx.maintenance, build_notifier(ctx)],
         api=partial(create_app, ctx),
         recover=lambda: recover_runs(ctx),
     )

@@ -7,8 +7,11 @@ Precedence, highest first: explicit arguments (CLI flags), environment, the TOML
 from __future__ import annotations
 
 import os
+import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -42,7 +45,9 @@ class Settings(BaseSettings):
     timezone: str = Field(default="Europe/Amsterdam", description="default IANA zone")
     artifact_retention: int = Field(default=200, ge=1, description="run artifact dirs kept")
     vault_password_file: Path | None = Field(
-        default=None, description="Ansible Vault password file; default <fleet>/vault-password"
+        default=None,
+        description="Ansible Vault password file of the member secrets (the engine hands it "
+        "to Ansible); default <fleet>/vault-password when it exists",
     )
     run_timeout_seconds: int = Field(default=3600, ge=10, description="a run is stopped after")
     strategy: str = Field(
@@ -156,6 +161,43 @@ def mask_database_url(url: str) -> str:
         scheme, sep, _ = url.partition("://")
         host = url.rsplit("@", 1)[1]
         return f"{scheme}{sep}***@{host}" if sep else f"***@{host}"
+
+
+def mask_url(url: str) -> str:
+    """Any URL with its password replaced by ``***`` (an Alertmanager or server URL may
+    carry credentials as a database URL does)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+def setting_source(name: str, file_keys: Iterable[str] = ()) -> str:
+    """Where setting ``name`` came from: its environment variable, the TOML file, or the
+    default. (Flags are not settings the ``config`` command sees.)"""
+    variable = f"CONTROLPLANE_{name.upper()}"
+    # pydantic-settings matches environment names without regard to case.
+    if any(key.upper() == variable for key in os.environ):
+        return f"environment {variable}"
+    if name in set(file_keys):
+        return f"config file {config_file()}"
+    return "default"
+
+
+def config_file_keys() -> set[str]:
+    """The keys the TOML settings file sets (none when it does not exist)."""
+    path = config_file()
+    if not path.is_file():
+        return set()
+    try:
+        with path.open("rb") as fh:
+            return set(tomllib.load(fh))
+    except (OSError, tomllib.TOMLDecodeError):
+        return set()
 
 
 def refuse_loose_files(settings: Settings) -> None:

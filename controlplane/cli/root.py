@@ -19,9 +19,11 @@ from controlplane import __version__
 from controlplane.app import Context
 from controlplane.cli.audit import audit_app
 from controlplane.cli.common import FleetOpt, JsonOpt, context, err, me, out, print_json
+from controlplane.cli.config import show_config
 from controlplane.cli.costs import costs_app
 from controlplane.cli.deploy import deploy, provision, rollback
-from controlplane.cli.remote import RootOptions, begin, local_only, remote, server_flag
+from controlplane.cli.notifications import notifications_app
+from controlplane.cli.remote import RootOptions, begin, local_only, remote
 from controlplane.cli.runs import runs_app
 from controlplane.cli.schedule import schedule_app
 from controlplane.cli.tokens import tokens_app
@@ -32,13 +34,14 @@ from controlplane.errors import (
     InvalidInput,
     NotFound,
     OperationFailed,
+    PreflightFailed,
     Refused,
     Unreachable,
 )
 from controlplane.files import make_private
 from controlplane.fleet import operations as fleet_ops
+from controlplane.preflight import preflight as preflight_op
 from controlplane.schemas.fleet import FleetOut
-from controlplane.settings import load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
@@ -62,8 +65,10 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(schedule_app, name="schedule")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(audit_app, name="audit")
+app.add_typer(notifications_app, name="notifications")
 app.command()(uptime)
 app.command()(serve)
+app.command("config")(show_config)
 
 
 @app.callback()
@@ -100,13 +105,44 @@ def exit_code_for(exc: BaseException) -> int:
 # -- commands ------------------------------------------------------------------------------
 
 
+ConnectOpt = Annotated[
+    bool,
+    typer.Option(
+        "--connect",
+        help="Also log in to every SSH host (in parallel, 5 s timeout) and check its Python "
+        "and process manager; needs every member's vault file.",
+    ),
+]
+
+
 @app.command()
-def validate(fleet: FleetOpt = None, as_json: JsonOpt = False) -> None:
-    """Check every fleet file; exit 0 when valid, 2 with one line naming the problem."""
+def validate(fleet: FleetOpt = None, connect: ConnectOpt = False, as_json: JsonOpt = False) -> None:
+    """Check the fleet files, then the preflight: key, known_hosts and vault files (and with
+    --connect every SSH host). Exit 0 when all is well, 2 naming each problem on its own
+    line, 4 when the only problems are hosts that could not be reached."""
     local_only("validate")
-    summary = fleet_ops.validate(context(fleet), me())
+    ctx = context(fleet)
+    summary = fleet_ops.validate(ctx, me())
+    checked = preflight_op(ctx, me(), connect=connect)
+    lines = [p.message for p in checked.problems]
+    code = EXIT_OK
+    if lines:
+        failed = (
+            Unreachable(lines[0]) if checked.status == "unreachable" else PreflightFailed(lines)
+        )
+        code = exit_code_for(failed)
     if as_json:
-        print_json(summary)
+        status = {"ok": "valid", "failed": "invalid"}.get(checked.status, checked.status)
+        print_json(
+            {
+                **summary.model_dump(mode="json"),
+                "status": status,
+                "preflight": checked.model_dump(mode="json"),
+            }
+        )
+    elif lines:
+        for line in lines:
+            err.print(f"error: {line}", markup=False, highlight=False, soft_wrap=True)
     else:
         out.print(
             f"[green]valid[/green] {summary.datacenter}: {summary.members} members, "
@@ -114,6 +150,15 @@ def validate(fleet: FleetOpt = None, as_json: JsonOpt = False) -> None:
             f"{summary.windows} windows and freezes, {summary.maintenance_jobs} maintenance jobs"
             + (", cost data" if summary.costs else "")
         )
+        for h in checked.hosts if connect else []:
+            if h.reached:
+                python = f"python {h.python} ({h.python_version})"
+                out.print(f"{h.host}: ssh ok, {python}, {h.process_manager}", highlight=False)
+            else:
+                out.print(f"{h.host}: {h.connection}, {h.process_manager}", highlight=False)
+        out.print(f"preflight: {len(checked.hosts)} hosts ok", highlight=False)
+    if code != EXIT_OK:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -198,29 +243,6 @@ def _revision(ctx: Context) -> str | None:
     from controlplane.store.db import current_revision
 
     return current_revision(ctx.engine)
-
-
-@app.command("config")
-def show_config(as_json: JsonOpt = False) -> None:
-    """Show the settings in force, after environment and TOML file (the token masked)."""
-    if server_flag() is not None:
-        raise InvalidInput("config is local-only: it shows this machine's settings; drop --server")
-    s = load_settings()
-    data = {
-        "data_dir": str(s.resolved_data_dir),
-        "database_url": s.masked_database_url,
-        "fleet": str(s.resolved_fleet),
-        "timezone": s.timezone,
-        "artifact_retention": s.artifact_retention,
-        "server": s.server,
-        # The token is a secret: only whether one is set is ever shown.
-        "token": None if s.token is None else "***",
-    }
-    if as_json:
-        print_json(data)
-    else:
-        for key, value in data.items():
-            out.print(f"{key:20} {value}")
 
 
 @app.command()
