@@ -139,7 +139,8 @@ class PlaybookVars:
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How a run was asked to run. ``serial`` is in Ansible's form (``2`` or ``50%``)."""
+    """How a run was asked to run. ``serial`` is in Ansible's form (``2`` or ``50%``).
+    ``record``: once the run succeeded, the fleet's ``stacks.yml`` declares its version."""
 
     check: bool = False
     serial: str | None = None
@@ -149,6 +150,7 @@ class RunOptions:
     gate: GateRecord | None = None
     schedule: ScheduleRef | None = None
     vars: PlaybookVars = field(default_factory=PlaybookVars)
+    record: bool = False
 
     def __post_init__(self) -> None:
         if self.serial is not None and not _SERIAL_RE.fullmatch(self.serial):
@@ -189,6 +191,7 @@ class RunOptions:
             "gate": None if self.gate is None else self.gate.to_json(),
             "schedule": None if self.schedule is None else self.schedule.to_json(),
             "vars": self.vars.to_json(),
+            "record": self.record,
         }
 
     @staticmethod
@@ -214,4 +217,5 @@ class RunOptions:
             gate=None if gate is None else GateRecord.from_json(gate),
             schedule=None if schedule is None else ScheduleRef.from_json(schedule),
             vars=PlaybookVars.from_json(_section(data, "vars", where) or {}),
+            record=_flag(data, "record", where),
         )

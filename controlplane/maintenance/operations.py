@@ -116,8 +116,10 @@ def schedule_deploy(
     serial: str | None = None,
     max_fail: str | None = None,
     reason: str = "",
+    record: bool = False,
 ) -> ScheduledDeployOut:
-    """Store a deploy of one app; the service starts it at the next moment the gate allows.
+    """Store a deploy of one app; the service starts it at the next moment the gate allows
+    (``record``: once it succeeded, the fleet's stacks.yml declares its version).
     Bad input fails before anything is stored. The request is audited as a ``deploy``
     (``accepted``, the target is the stored job); its start and end are audited when the
     scheduler gets to it."""
@@ -132,6 +134,10 @@ def schedule_deploy(
         raise
     if app is None:
         raise InvalidInput("app: a deploy that waits for a window names its app")
+    if record and version is None:
+        raise InvalidInput(
+            "record: needs a version; without one the fleet's declared version is deployed"
+        )
     request = DeployRequest(
         member,
         app,
@@ -142,7 +148,7 @@ def schedule_deploy(
         reason=reason,
     )
     with stored_schedule(ctx):
-        job_id, at = ctx.maintenance.queue_deploy(request)
+        job_id, at = ctx.maintenance.queue_deploy(request, record=record)
     ctx.audit.record(
         principal,
         AuditAction.DEPLOY,

@@ -169,8 +169,9 @@ class Maintenance:
         ids.add(job_id)
         return ids
 
-    def queue_deploy(self, request: DeployRequest) -> tuple[str, datetime]:
-        """Store a deploy to run at the next moment the gate allows it."""
+    def queue_deploy(self, request: DeployRequest, *, record: bool = False) -> tuple[str, datetime]:
+        """Store a deploy to run at the next moment the gate allows it (``record``: the run
+        records its version in the fleet's stacks.yml once it succeeded)."""
         assert self.scheduler is not None
         [spec] = self.planner.plan_deploy(request)  # bad input fails here, nothing stored
         assert spec.member is not None
@@ -187,6 +188,7 @@ class Maintenance:
             "max_fail": request.max_fail,
             "started_by": request.started_by,
             "reason": request.reason,
+            "record": record,
         }
         self.scheduler.add_job(
             fire,
@@ -291,6 +293,8 @@ class Maintenance:
                 reason=(payload.get("reason") or "") + " (queued for the next window)",
             )
         )
+        if payload.get("record") is True:
+            spec = replace(spec, options=replace(spec.options, record=True))
         return self._submit_and_run(spec)
 
     def _submit_and_run(self, spec: RunSpec) -> Run:
