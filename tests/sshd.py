@@ -88,7 +88,10 @@ class SshHost:
                     f"Port {self.port}",
                     f"HostKey {self.workdir / 'host_key'}",
                     f"PidFile {self.workdir / 'sshd.pid'}",
-                    f"AuthorizedKeysFile {authorized_keys}",
+                    # Also each user's own file, as on a real host (the rotterdam
+                    # test's deploy user: sshd reads keys as the user, who cannot read
+                    # the shared file).
+                    f"AuthorizedKeysFile {authorized_keys} .ssh/authorized_keys",
                     "StrictModes no",
                     "UsePAM no",
                     "PermitRootLogin prohibit-password",

@@ -228,9 +228,18 @@ def running_state(pidfile: str) -> dict[str, Any]:
 
 
 def stop(pidfile: str) -> bool:
-    """SIGTERM the app, wait, then SIGKILL. True if something was stopped."""
+    """SIGTERM the app, wait, then SIGKILL. True if something was stopped.
+
+    A pidfile left by a process that is gone is removed, so a host moved to systemd keeps
+    no trace of the pidfile manager (the playbook's stop step runs only while one exists)."""
     pid = running_pid(pidfile)
     if pid is None:
+        # Runs of one member's app never overlap (the engine's locks), so no app is
+        # starting under this pidfile now: what is left belongs to a process that is gone.
+        if read_pid(pidfile) is not None:
+            for path in (pidfile, state_path(pidfile)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
         return False
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
