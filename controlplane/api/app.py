@@ -1,5 +1,6 @@
 """The one ASGI app ``controlplane serve`` serves: ``/api/v1``, ``/metrics``, ``/healthz``,
-``/readyz``, and the OpenAPI document at ``/api/v1/openapi.json``.
+``/readyz``, the OpenAPI document at ``/api/v1/openapi.json``, and the web pages under ``/``
+(``controlplane.web``).
 
 A capability's router is a thin file (see ``api/fleet.py``): add it to ``ROUTERS`` and the
 authorization test covers its routes without further work.
@@ -22,6 +23,7 @@ from controlplane.api.costs import router as costs_router
 from controlplane.api.events import router as events_router
 from controlplane.api.fleet import router as fleet_router
 from controlplane.api.guard import DEFAULT_MAX_BODY_BYTES, RequestGuard
+from controlplane.api.notifications import router as notifications_router
 from controlplane.api.runs import router as runs_router
 from controlplane.api.schedule import router as schedule_router
 from controlplane.api.system import Readiness
@@ -29,6 +31,7 @@ from controlplane.api.system import router as system_router
 from controlplane.api.uptime import router as uptime_router
 from controlplane.api.windows import router as windows_router
 from controlplane.errors import Unauthenticated
+from controlplane.web import mount as mount_web
 
 if TYPE_CHECKING:
     from controlplane.app import Context
@@ -45,6 +48,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     uptime_router,
     costs_router,
     audit_router,
+    notifications_router,
 )
 
 DESCRIPTION = """\
@@ -107,6 +111,8 @@ def create_app(
     for router in routers:
         declare_actions(router)
         app.include_router(router)
+    # The web pages under / (login, overview, runs, …) over the same operations.
+    mount_web(app, ctx)
     return app
 
 

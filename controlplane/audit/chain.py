@@ -2,12 +2,13 @@
 
 What is recorded. Every change the control plane makes or refuses to make, as one entry
 with an ``action`` (``AuditAction``: deploy, plan, rollback, cancel, emergency_override,
-token_create, token_revoke, schedule_start, maintenance_skipped) and an ``outcome``
-(``Outcome``): ``ok`` the change was made, ``accepted`` a run was started (its result is
-the run's), ``failed`` it was tried and failed, ``refused`` the caller, the windows gate or
-a lock said no. Refused attempts therefore use the same action with outcome ``refused``,
-not an action of their own, so "every deploy of amsterdam" is one filter. A refused
-entry keeps the caller's own ``reason`` and says why it was refused in ``detail.refused``.
+token_create, token_revoke, schedule_start, maintenance_skipped, and login and logout of a
+web session) and an ``outcome`` (``Outcome``): ``ok`` the change was made, ``accepted`` a
+run was started (its result is the run's), ``failed`` it was tried and failed, ``refused``
+the caller, the windows gate or a lock said no. Refused attempts therefore use the same
+action with outcome ``refused``, not an action of their own, so "every deploy of amsterdam"
+is one filter. A refused entry keeps the caller's own ``reason`` and says why it was
+refused in ``detail.refused``.
 
 Who. ``actor`` is a token's name or the local user of the CLI (``user@host``), ``role`` the
 role it acted in. No secret (token, password, vault content) ever goes into an entry.
@@ -49,6 +50,8 @@ class AuditAction(StrEnum):
     TOKEN_REVOKE = "token_revoke"
     SCHEDULE_START = "schedule_start"
     MAINTENANCE_SKIPPED = "maintenance_skipped"
+    LOGIN = "login"  # a web session was opened with a token
+    LOGOUT = "logout"
 
 
 class Outcome(StrEnum):

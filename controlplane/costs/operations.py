@@ -90,6 +90,23 @@ def allocate(
     return AllocationOut.model_validate(allocation_data(allocation, ledger.names(), ledger.zone))
 
 
+def trend(
+    ctx: Context, principal: Principal, period: str, *, now: datetime | None = None
+) -> list[AllocationOut]:
+    """The allocations of the twelve months up to ``period`` that can be allocated, oldest
+    first (months without cost figures are left out, as in the report's trend)."""
+    from controlplane.costs.export import allocation_data
+
+    authorize(principal, Action.COSTS_READ)
+    month = parse_month(period)
+    ledger = _ledger(ctx, (month,), now or utc_now())
+    names = ledger.names()
+    return [
+        AllocationOut.model_validate(allocation_data(a, names, ledger.zone))
+        for _, a in ledger.trend(month)
+    ]
+
+
 def report(
     ctx: Context,
     principal: Principal,

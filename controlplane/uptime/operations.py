@@ -6,13 +6,14 @@ against the member's SLO.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from controlplane.access.policy import Action, Principal, authorize
 from controlplane.clock import utc_now
 from controlplane.schemas.uptime import AvailabilityOut
-from controlplane.uptime.availability import Period
+from controlplane.uptime.availability import Counts, Period
 from controlplane.uptime.job import ProbeJob
 from controlplane.uptime.store import ProbeStore
 from controlplane.uptime.summary import UptimeReader, availabilities
@@ -51,3 +52,48 @@ def availability(
     counts = UptimeReader(store).counts(now or utc_now())
     rows = availabilities(model, counts, periods, member=member)
     return [AvailabilityOut.of(a) for a in rows if principal.sees(a.member)]
+
+
+@dataclass(frozen=True)
+class AppHistory:
+    """One member's app over a stretch of time: probe counts per clock hour (hours without
+    probes left out) and the maintenance windows that covered any of its instances."""
+
+    member: str
+    app: str
+    slo: float
+    hours: dict[datetime, Counts]
+    maintenance: tuple[tuple[datetime, datetime], ...]
+
+
+def history(
+    ctx: Context,
+    principal: Principal,
+    since: datetime,
+    until: datetime,
+    member: str | None = None,
+) -> list[AppHistory]:
+    """Hourly probe counts and maintenance windows per member and app in [since, until),
+    for the members the caller sees (what the uptime page draws)."""
+    from controlplane.windows.rules import WindowKind
+
+    authorize(principal, Action.UPTIME_READ, member)
+    model = ctx.fleet
+    if member is not None:
+        model.member(member)
+    series = ProbeStore(ctx.engine).hourly_series(since, until, member)
+    gate = ctx.gate
+    out: list[AppHistory] = []
+    for m in model.members:
+        if (member is not None and m.slug != member) or not principal.sees(m.slug):
+            continue
+        for stack_app in model.stack(m.slug).apps:
+            windows = [
+                w
+                for w in gate.windows_for_member(m.slug, stack_app.app)
+                if w.kind is WindowKind.MAINTENANCE
+            ]
+            spans = tuple((o.start, o.end) for o in gate.occurrences_between(since, until, windows))
+            hours = series.get((m.slug, stack_app.app), {})
+            out.append(AppHistory(m.slug, stack_app.app, m.slo, hours, spans))
+    return out

@@ -268,6 +268,28 @@ class ProbeStore:
                 ]
             return out
 
+    def hourly_series(
+        self, since: datetime, until: datetime | None = None, member: str | None = None
+    ) -> dict[AppKey, dict[datetime, Counts]]:
+        """Counts per (member, app) and clock hour in [since, until), for charts."""
+        ph = probe_hourly.c
+        keys = self._group(ph.member, ph.app, ph.hour)
+        query = (
+            select(*keys, *(_sum(ph[c]) for c in _COUNT_COLUMNS))
+            .where(ph.hour >= _utc(since))
+            .group_by(*keys)
+        )
+        if until is not None:
+            query = query.where(ph.hour < _utc(until))
+        if member is not None:
+            query = query.where(ph.member == member)
+        out: dict[AppKey, dict[datetime, Counts]] = defaultdict(dict)
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                hour = as_utc(row[2]) if isinstance(row[2], datetime) else _parse_hour(row[2])
+                out[(row[0], row[1])][hour] = Counts(*(int(v) for v in row[3:]))
+        return dict(out)
+
     def hourly_rows(self, member: str | None = None) -> list[dict[str, Any]]:
         """Every hourly row (tests and reports), oldest first."""
         query = select(probe_hourly).order_by(
@@ -277,6 +299,11 @@ class ProbeStore:
             query = query.where(probe_hourly.c.member == member)
         with self.engine.connect() as conn:
             return [{**dict(r), "hour": as_utc(r["hour"])} for r in conn.execute(query).mappings()]
+
+
+def _parse_hour(value: object) -> datetime:
+    # SQLite hands a grouped-by expression back as text (the ``_sqlite_unindexed`` concat).
+    return as_utc(datetime.fromisoformat(str(value)))
 
 
 def _sample(row: Any) -> ProbeSample:
