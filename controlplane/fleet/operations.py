@@ -13,6 +13,7 @@ from controlplane.costs.loader import costs_path, load_costs
 from controlplane.fleet.capacity import host_usage
 from controlplane.fleet.inventory import render_inventory
 from controlplane.maintenance.loader import load_jobs
+from controlplane.notify.config import load_targets
 from controlplane.schemas.fleet import (
     FleetOut,
     HostOut,
@@ -38,13 +39,15 @@ def show_fleet(ctx: Context, principal: Principal) -> FleetOut:
 
 
 def validate(ctx: Context, principal: Principal) -> ValidationOut:
-    """Load and cross-check every fleet file (fleet, windows, maintenance jobs, costs);
+    """Load and cross-check every fleet file (fleet, windows, maintenance jobs, costs,
+    notification targets);
     the first problem raises one error naming the file and field."""
     authorize(principal, Action.FLEET_READ)
     model = ctx.fleet
     directory = ctx.settings.resolved_fleet
     windows = ctx.gate.windows
     jobs = load_jobs(directory, model, ctx.gate)
+    load_targets(directory, model)
     has_costs = costs_path(directory).exists()
     if has_costs:
         load_costs(directory, model)

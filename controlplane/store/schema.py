@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData(
@@ -192,4 +193,39 @@ audit_log = Table(
     Column("prev_hash", String(64), nullable=False, unique=True),
     Column("hash", String(64), nullable=False, unique=True),
     Index("ix_audit_log_member", "member"),
+)
+
+# Webhook notifications (controlplane.notify): one row per (target, event), written by the
+# scanner and sent by serve's delivery worker. ``(target, event_key)`` is unique, so two
+# scans (or two nodes) that see the same event never send it twice. Rows hold the target's
+# name and the payload, never its URL or signing secret.
+notify_deliveries = Table(
+    "notify_deliveries",
+    metadata,
+    Column("id", String(40), primary_key=True),  # the webhook-id, the same on every retry
+    Column("target", String(63), nullable=False),
+    Column("event_key", String(300), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("member", String(63)),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    # When the next attempt is due; a sender claims a row by moving it forward.
+    Column("next_attempt_at", DateTime(timezone=True)),
+    Column("last_attempt_at", DateTime(timezone=True)),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("last_http_status", Integer),
+    Column("last_error", String(300)),
+    UniqueConstraint("target", "event_key"),
+    Index("ix_notify_deliveries_status_next", "status", "next_attempt_at"),
+    Index("ix_notify_deliveries_created_at", "created_at"),
+)
+
+# How far the notification scanner has looked (one row per source, e.g. ``scan``).
+notify_state = Table(
+    "notify_state",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
 )
