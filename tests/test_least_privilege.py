@@ -22,15 +22,19 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import Any
 
 import pytest
 import yaml
-from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
+from ansible.parsing.dataloader import DataLoader  # type: ignore[import-untyped]
+from ansible.template import Templar, trust_as_template  # type: ignore[import-untyped]
 
+from controlplane.cli import run as run_cli
 from controlplane.deploy.runner import PlaybookRequest, run_playbook
 from controlplane.errors import InvalidInput, StoreUnavailable
 from controlplane.settings import PLAYBOOKS_DIR, load_settings, mask_database_url
@@ -54,6 +58,27 @@ def cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=300,
     )
+
+
+@pytest.fixture
+def cli_here(capsys: pytest.CaptureFixture[str]) -> Callable[..., CompletedProcess[str]]:
+    """``cli`` in this process, through ``controlplane.cli.run`` (whose code the script's
+    entry point exits with): for checks the entry point's umask plays no part in, without
+    the seconds a new Python process takes to start."""
+
+    def invoke(*args: str, cwd: Path, **env: str) -> CompletedProcess[str]:
+        with pytest.MonkeyPatch.context() as patch:
+            for name in [n for n in os.environ if n.startswith("CONTROLPLANE_")]:
+                patch.delenv(name)
+            for name, value in env.items():
+                patch.setenv(name, value)
+            patch.chdir(cwd)
+            capsys.readouterr()
+            code = run_cli(list(args))
+            printed = capsys.readouterr()
+        return CompletedProcess(args, code, printed.out, printed.err)
+
+    return invoke
 
 
 def loose_entries(root: Path) -> list[str]:
@@ -132,13 +157,15 @@ def test_group_or_other_writable_fleet_files_are_refused(
     assert message.endswith("); chmod go-w it")
 
 
-def test_loose_config_file_is_refused_through_the_cli_with_exit_2(tmp_path: Path) -> None:
+def test_loose_config_file_is_refused_through_the_cli_with_exit_2(
+    tmp_path: Path, cli_here: Callable[..., CompletedProcess[str]]
+) -> None:
     config = tmp_path / "controlplane.toml"
     config.write_text('timezone = "Europe/Amsterdam"\n')
     config.chmod(0o666)
     password = copy_fleet(tmp_path / "fleet") / "vault-password"
 
-    proc = cli("config", cwd=tmp_path, CONTROLPLANE_CONFIG=str(config))
+    proc = cli_here("config", cwd=tmp_path, CONTROLPLANE_CONFIG=str(config))
 
     assert proc.returncode == 2, proc
     assert proc.stderr.strip() == (
@@ -146,17 +173,21 @@ def test_loose_config_file_is_refused_through_the_cli_with_exit_2(tmp_path: Path
     )
     config.chmod(0o600)
     password.chmod(0o646)
-    proc = cli("config", "--json", cwd=tmp_path, CONTROLPLANE_FLEET=str(tmp_path / "fleet"))
+    proc = cli_here("config", "--json", cwd=tmp_path, CONTROLPLANE_FLEET=str(tmp_path / "fleet"))
     assert proc.returncode == 2 and "vault password file" in proc.stderr and "0646" in proc.stderr
     assert proc.stdout == ""  # refused before anything was printed or written
     password.chmod(0o600)
-    assert cli("config", cwd=tmp_path, CONTROLPLANE_FLEET=str(tmp_path / "fleet")).returncode == 0
+    assert (
+        cli_here("config", cwd=tmp_path, CONTROLPLANE_FLEET=str(tmp_path / "fleet")).returncode == 0
+    )
 
 
 # -- database URLs -----------------------------------------------------------------------------
 
 
-def test_database_url_password_is_never_shown(tmp_path: Path) -> None:
+def test_database_url_password_is_never_shown(
+    tmp_path: Path, cli_here: Callable[..., CompletedProcess[str]]
+) -> None:
     assert mask_database_url(SECRET_URL) == "postgresql://cp:***@127.0.0.1:1/controlplane"
     assert "hunter2" not in mask_database_url("not a url cp:hunter2@db")
     assert load_settings(database_url=SECRET_URL).masked_database_url == (
@@ -170,7 +201,7 @@ def test_database_url_password_is_never_shown(tmp_path: Path) -> None:
         migrate(make_engine(SECRET_URL))  # nothing listens on port 1
     assert "hunter2" not in str(down.value) and "cp:***@127.0.0.1" in str(down.value)
 
-    shown = cli("config", "--json", cwd=tmp_path, CONTROLPLANE_DATABASE_URL=SECRET_URL)
+    shown = cli_here("config", "--json", cwd=tmp_path, CONTROLPLANE_DATABASE_URL=SECRET_URL)
     assert shown.returncode == 0, shown
     assert "hunter2" not in shown.stdout + shown.stderr
     assert (
@@ -234,6 +265,11 @@ def deploy(lab: PlaybookLab, member: str) -> tuple[dict[str, object], int]:
     """Deploy ``member``'s app to the one host; its report and the run's changed count."""
     host = lab.fleet.hosts[0].name
     events: list[dict[str, Any]] = []
+
+    def keep(event: dict[str, Any]) -> bool:
+        events.append(event)
+        return True
+
     lab.runs += 1
     result = run_playbook(
         PlaybookRequest(
@@ -250,9 +286,10 @@ def deploy(lab: PlaybookLab, member: str) -> tuple[dict[str, object], int]:
             envvars={"ANSIBLE_VAULT_PASSWORD_FILE": str(lab.password_file)},
             timeout_seconds=300,
         ),
-        lab.private_data_dir,
+        # A runner dir per member: the two members' deploys may run at the same time.
+        lab.private_data_dir / member,
         f"deploy-{member}-{lab.runs}",
-        event_handler=lambda event: events.append(event) is None,
+        event_handler=keep,
     )
     run = Run(result, events)
     assert result.status == "successful", run
@@ -267,7 +304,11 @@ def test_each_members_app_runs_as_its_own_user_and_cannot_read_another_members_c
     host = lab.fleet.hosts[0]
     root = lab.roots[host.name]
     try:
-        reports = {m: deploy(lab, m)[0] for m in ("amsterdam", "rotterdam")}
+        # At the same time, as provision deploys members sharing a host.
+        members = ("amsterdam", "rotterdam")
+        with ThreadPoolExecutor(len(members)) as pool:
+            deployed = list(pool.map(partial(deploy, lab), members))
+        reports = {m: report for m, (report, _) in zip(members, deployed, strict=True)}
 
         for member, report in reports.items():
             user = pwd.getpwnam(f"cp-{member}")

@@ -8,13 +8,16 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from prometheus_client import generate_latest
 
 from controlplane.app import Context
+from controlplane.cli import run as run_cli
 from controlplane.costs.history import ReservationHistory
 from controlplane.deploy.model import HostOutcome, RunKind, RunStatus
 from controlplane.metrics import ControlPlaneCollector, build_registry
@@ -26,19 +29,34 @@ from tests.refapp_fixtures import kill_refapps
 CLI = str(Path(sys.executable).parent / "controlplane")
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
-    """The shipped lab fleet on its own loopback addresses and data dir."""
-    fleet = tmp_path / "fleet"
+@dataclass
+class Provisioned:
+    """The lab fleet on its own loopback addresses and data dir, with utrecht provisioned."""
+
+    fleet: Path
+    env: dict[str, str]
+    first: dict[str, Any]  # what the provision printed with --json
+    output: str  # everything it printed, stdout and stderr
+
+
+@pytest.fixture(scope="module")
+def provisioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provisioned]:
+    """One provision of utrecht for the module: the tests after it only read what it left,
+    or put back what they change (each provision costs many seconds)."""
+    tmp = tmp_path_factory.mktemp("main-job")
+    fleet = tmp / "fleet"
     shutil.copytree(LAB, fleet)
     hosts = fleet / "hosts.yml"
     hosts.write_text(hosts.read_text().replace("127.0.10.", "127.0.50."))
-    env = {**os.environ, "CONTROLPLANE_DATA_DIR": str(tmp_path / "var")}
-    yield fleet, env
-    kill_refapps(tmp_path / "var" / "hosts")
+    env = {**os.environ, "CONTROLPLANE_DATA_DIR": str(tmp / "var")}
+    try:
+        proc = provision(fleet, env, "utrecht")
+        yield Provisioned(fleet, env, json.loads(proc.stdout), proc.stdout + proc.stderr)
+    finally:
+        kill_refapps(tmp / "var" / "hosts")
 
 
-def provision(fleet: Path, env: dict[str, str], *args: str) -> dict[str, object]:
+def provision(fleet: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [CLI, "provision", *args, "--fleet", str(fleet), "--json"],
         env=env,
@@ -47,22 +65,20 @@ def provision(fleet: Path, env: dict[str, str], *args: str) -> dict[str, object]
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)  # type: ignore[no-any-return]
+    return proc
 
 
-def test_provision_reports_instances_and_rerun_is_a_no_op(lab: tuple[Path, dict[str, str]]) -> None:
-    fleet, env = lab
-    first = provision(fleet, env, "utrecht")
+def test_provision_reports_instances_and_rerun_is_a_no_op(provisioned: Provisioned) -> None:
+    fleet, env, first = provisioned.fleet, provisioned.env, provisioned.first
     assert first["status"] == "ok"
-    assert [(r["app"], r["status"]) for r in first["runs"]] == [  # type: ignore[index]
+    assert [(r["app"], r["status"]) for r in first["runs"]] == [
         ("uitkering", "successful"),
         ("reintegratie", "successful"),
     ]
     instances = first["instances"]
     assert {
-        (i["app"], i["host"], i["address"], i["port"], i["version"], i["status"])  # type: ignore[index]
-        for i in instances
-    } == {  # type: ignore[union-attr]
+        (i["app"], i["host"], i["address"], i["port"], i["version"], i["status"]) for i in instances
+    } == {
         ("uitkering", "lab-4", "127.0.50.4", 8104, "1.1.0", "healthy"),
         ("uitkering", "lab-1", "127.0.50.1", 8104, "1.1.0", "healthy"),
         ("reintegratie", "lab-2", "127.0.50.2", 8204, "2.1.0", "healthy"),
@@ -71,9 +87,9 @@ def test_provision_reports_instances_and_rerun_is_a_no_op(lab: tuple[Path, dict[
     db = make_engine(f"sqlite:///{Path(env['CONTROLPLANE_DATA_DIR']) / 'controlplane.db'}")
     assert not ReservationHistory(db).is_empty()
     db.dispose()
-    again = provision(fleet, env, "utrecht")
+    again = json.loads(provision(fleet, env, "utrecht").stdout)
     assert again["runs"] == []  # nothing to do
-    assert {i["status"] for i in again["instances"]} == {"healthy"}  # type: ignore[union-attr,index]
+    assert {i["status"] for i in again["instances"]} == {"healthy"}
 
 
 def lab_secrets() -> list[str]:
@@ -94,31 +110,23 @@ def lab_secrets() -> list[str]:
     return [app["db_password"] for app in doc["cp_secrets"].values()]
 
 
-def test_no_secret_reaches_records_output_or_artifacts(lab: tuple[Path, dict[str, str]]) -> None:
-    fleet, env = lab
-    # A plain deploy is gated; without the lab's windows this test passes on payment days too.
-    (fleet / "windows.yml").unlink()
-    (fleet / "maintenance.yml").unlink()
+def test_no_secret_reaches_records_output_or_artifacts(
+    provisioned: Provisioned, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The provision's fresh deploys rendered each app's config with its secret."""
+    fleet, env = provisioned.fleet, provisioned.env
     secrets = lab_secrets()
     assert secrets and all(len(s) >= 8 for s in secrets)
-    proc = subprocess.run(
-        [CLI, "deploy", "utrecht", "--app", "uitkering", "--fleet", str(fleet), "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    [run] = json.loads(proc.stdout)
-    shown = subprocess.run(
-        [CLI, "runs", "show", run["id"], "--json", "--fleet", str(fleet)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    run = provisioned.first["runs"][0]
+    assert run["app"] == "uitkering"
     data_dir = Path(env["CONTROLPLANE_DATA_DIR"])
-    seen = proc.stdout + proc.stderr + shown.stdout + shown.stderr
+    # `runs show` in this process (what the script exits with is run's code): no new Python.
+    monkeypatch.setenv("CONTROLPLANE_DATA_DIR", str(data_dir))
+    capsys.readouterr()
+    assert run_cli(["runs", "show", run["id"], "--json", "--fleet", str(fleet)]) == 0
+    shown = capsys.readouterr()
+    assert json.loads(shown.out)[0]["id"] == run["id"]
+    seen = provisioned.output + shown.out + shown.err
     # Everything the control plane keeps: the database and every run artifact.
     kept = [*data_dir.glob("controlplane.db*"), *(data_dir / "runs").rglob("*")]
     blobs = [p.read_bytes() for p in kept if p.is_file()]
@@ -133,20 +141,23 @@ def test_no_secret_reaches_records_output_or_artifacts(lab: tuple[Path, dict[str
 
 
 def test_nightly_drift_job_finds_a_tampered_config_per_member(
-    lab: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+    provisioned: Provisioned, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fleet, env = lab
-    assert provision(fleet, env, "utrecht")["status"] == "ok"
+    fleet, env = provisioned.fleet, provisioned.env
     data_dir = Path(env["CONTROLPLANE_DATA_DIR"])
     [config] = list(
         (data_dir / "hosts" / "lab-2").rglob("utrecht/reintegratie/current/config.json")
     )
-    config.write_text(config.read_text().replace('"port"', '"port" ', 1))  # a hand edit
+    original = config.read_text()
+    config.write_text(original.replace('"port"', '"port" ', 1))  # a hand edit
     before = config.read_text()
     monkeypatch.setenv("CONTROLPLANE_DATA_DIR", str(data_dir))
     ctx = Context(load_settings(fleet=fleet))
-
-    ctx.maintenance.dispatch("cron", "drift-nightly", {})
+    try:
+        ctx.maintenance.dispatch("cron", "drift-nightly", {})
+    finally:
+        after = config.read_text()
+        config.write_text(original)  # the module's fleet, as the provision left it
 
     drift = [r for r in ctx.runs.find() if r.kind is RunKind.DRIFT]
     assert {r.member for r in drift} == {"amsterdam", "rotterdam", "den-haag", "utrecht"}
@@ -155,7 +166,7 @@ def test_nightly_drift_job_finds_a_tampered_config_per_member(
     outcomes = {h.host: h.outcome for h in ctx.runs.host_results(utrecht.id)}
     assert outcomes["lab-2"] is HostOutcome.CHANGED  # the drift, found
     assert outcomes["lab-1"] is HostOutcome.OK
-    assert config.read_text() == before  # found, not fixed: a drift check changes nothing
+    assert after == before  # found, not fixed: a drift check changes nothing
     scrape = generate_latest(
         build_registry(ControlPlaneCollector(ctx.fleet, ctx.engine), process_metrics=False)
     ).decode()

@@ -1,6 +1,7 @@
 """Real runs of the playbooks through ansible-runner, on local-connection hosts rooted in
-temporary directories (addresses 127.0.30.x, clear of the lab demo's 127.0.10.x), and one
-deploy over SSH. Every reference app a test starts is killed by its pidfile afterwards.
+temporary directories (addresses 127.0.30.x, clear of the lab demo's 127.0.10.x). Every
+reference app a test starts is killed by its pidfile afterwards. (Deploys over SSH, with
+the stock linear strategy and pipelining as well as mitogen's: test_security_ansible.)
 
 The module shares one deployed fleet (each run costs seconds): the tests that follow the
 first deploy either only read it, or put back what they changed; the broken-release test
@@ -21,9 +22,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ansible.parsing.vault import VaultLib, VaultSecret
+from ansible.parsing.vault import VaultLib, VaultSecret  # type: ignore[import-untyped]
 
-from controlplane.deploy.runner import Tuning
 from controlplane.fleet.loader import load_fleet
 from controlplane.fleet.model import (
     Capacity,
@@ -34,7 +34,7 @@ from controlplane.fleet.model import (
     Stack,
     StackApp,
 )
-from tests.conftest import LAB, ssh_fleet
+from tests.conftest import LAB
 from tests.refapp_fixtures import (
     REFAPP,
     ROOT,
@@ -47,7 +47,7 @@ from tests.refapp_fixtures import (
     tree_text,
     write_vault,
 )
-from tests.sshd import SshLab, free_port
+from tests.sshd import free_port
 
 Deployed = tuple[PlaybookLab, Run]
 HOSTS = {"t1": "127.0.30.1", "t2": "127.0.30.2"}
@@ -315,43 +315,6 @@ def test_broken_release_fails_the_hosts_and_rollback_restores_health(deployed: D
     report = nowhere.report("t1", MEMBER)
     assert report["after"] == "1.0.0" and report["healthy"] is False
     assert "0.9.0 of amsterdam/uitkering is not on t1" in report["error"]
-
-
-# -- over SSH ----------------------------------------------------------------------------------
-
-
-@pytest.mark.sshd
-def test_deploy_over_ssh_with_pipelining(ssh_lab: SshLab, tmp_path: Path) -> None:
-    fleet = ssh_fleet(ssh_lab, hosts=2)
-    roots = {h.name: h.root for h in ssh_lab.hosts[:2]}
-    password_file = tmp_path / "vault-password"
-    password_file.write_text("test-only-ssh\n")
-    vault_dir = tmp_path / "vault"
-    vault_dir.mkdir()
-    canary = f"canary-ssh-{secrets.token_hex(12)}"
-    write_vault(vault_dir / f"{MEMBER}.yml", {APP: canary}, password_file)
-    lab = PlaybookLab(tmp_path, fleet, vault_dir, password_file, {MEMBER: {APP: canary}}, roots)
-    version = fleet.stack_app(MEMBER, APP).version
-    try:
-        run = lab.run(
-            "deploy.yml",
-            tuning=Tuning(),  # the stock linear strategy, with pipelining
-            cp_member=MEMBER,
-            cp_app=APP,
-            cp_version=version,
-            cp_vault_file=lab.vault_file(MEMBER),
-        )
-
-        assert run.result.status == "successful", run
-        for inst in fleet.instances(member=MEMBER, app=APP):
-            assert run.report(inst.host, MEMBER)["healthy"] is True
-            assert http_get(inst.address, inst.port, "/version")[1]["version"] == version
-            config = roots[inst.host] / f"opt/controlplane/{MEMBER}/{APP}/current/config.json"
-            assert canary in config.read_text()
-        assert canary not in repr(run.events)
-        assert canary not in tree_text(lab.private_data_dir)
-    finally:
-        kill_refapps(*roots.values())
 
 
 # -- the reference app on its own, the lab vault, the linter -----------------------------------

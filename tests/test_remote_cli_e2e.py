@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from controlplane.cli import run as run_cli
 from tests.conftest import LAB
 from tests.refapp_fixtures import kill_refapps
 
@@ -36,8 +37,10 @@ class Served:
     url: str
     fleet: Path
     env: dict[str, str]  # for the client: no server settings of its own
+    capsys: pytest.CaptureFixture[str]
 
     def cli(self, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+        """``controlplane ARGS`` as its own process."""
         env = {k: v for k, v in self.env.items() if k != "CONTROLPLANE_TOKEN"}
         if token is not None:
             env["CONTROLPLANE_TOKEN"] = token
@@ -45,9 +48,26 @@ class Served:
             [CLI, *args], env=env, capture_output=True, text=True, check=False, timeout=120
         )
 
+    def run(self, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+        """The same command in this process, through ``controlplane.cli.run`` (whose code
+        the script's ``main`` exits with), with the same environment: a new Python process
+        costs seconds to start on two busy cores."""
+        with pytest.MonkeyPatch.context() as env:
+            for name in [n for n in os.environ if n.startswith("CONTROLPLANE_")]:
+                env.delenv(name)
+            for name, value in self.env.items():
+                if name.startswith("CONTROLPLANE_") and name != "CONTROLPLANE_TOKEN":
+                    env.setenv(name, value)
+            if token is not None:
+                env.setenv("CONTROLPLANE_TOKEN", token)
+            self.capsys.readouterr()
+            code = run_cli(list(args))
+            printed = self.capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, printed.out, printed.err)
+
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
+def served(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Served]:
     """``controlplane serve`` on the lab fleet (own loopback addresses), its own data dir."""
     fleet = tmp_path / "fleet"
     shutil.copytree(LAB, fleet)
@@ -72,7 +92,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
             assert proc.poll() is None, (tmp_path / "serve.log").read_text()
             assert time.monotonic() < deadline, "serve did not start"
             time.sleep(0.2)
-        yield Served(url, fleet, env)
+        yield Served(url, fleet, env, capsys)
     finally:
         proc.terminate()
         try:
@@ -84,11 +104,13 @@ def served(tmp_path: Path) -> Iterator[Served]:
 
 
 def test_remote_deploy_through_serve_and_its_exit_codes(served: Served) -> None:
-    made = served.cli("tokens", "create", "--role", "engineer", "--member", "utrecht", "--json")
+    made = served.run("tokens", "create", "--role", "engineer", "--member", "utrecht", "--json")
     assert made.returncode == 0, made.stderr
     token = json.loads(made.stdout)["token"]
     remote = ("--server", served.url)
 
+    # The deploy, and the refusal at the end, run as processes of their own as a user runs
+    # them; the commands in between run in this process.
     done = served.cli(*remote, "deploy", "utrecht", "--app", "reintegratie", "--json", token=token)
     assert done.returncode == 0, done.stderr
     (shown,) = json.loads(done.stdout)
@@ -104,20 +126,20 @@ def test_remote_deploy_through_serve_and_its_exit_codes(served: Served) -> None:
     assert answer == {"member": "utrecht", "app": "reintegratie", "version": "2.1.0"}
 
     # The same run, read back through the server, as the local CLI shows it.
-    local = served.cli("runs", "show", shown["id"], "--json")
-    again = served.cli(*remote, "runs", "show", shown["id"], "--json", token=token)
+    local = served.run("runs", "show", shown["id"], "--json")
+    again = served.run(*remote, "runs", "show", shown["id"], "--json", token=token)
     assert again.returncode == local.returncode == 0, again.stderr
     assert json.loads(again.stdout) == json.loads(local.stdout)
 
     # Without --json: the progress line as the run starts, then its table and the plan.
-    plan = served.cli(*remote, "deploy", "utrecht", "--app", "reintegratie", "--check", token=token)
+    plan = served.run(*remote, "deploy", "utrecht", "--app", "reintegratie", "--check", token=token)
     assert plan.returncode == 0, plan.stderr
     assert re.search(r"^run [0-9a-f]{8}: deploy utrecht/reintegratie 2\.1\.0$", plan.stderr, re.M)
     assert "plan: nothing would change" in plan.stdout
 
     # Exit codes as a local deploy gives them: bad input 2, refused 3, unreachable 4.
     assert (
-        served.cli("deploy", "utrecht", "--app", "reintegratie", "--version", "9.9").returncode == 2
+        served.run("deploy", "utrecht", "--app", "reintegratie", "--version", "9.9").returncode == 2
     )
     cases = [
         (("deploy", "amsterdam", "--app", "reintegratie"), token, 2),
@@ -125,13 +147,13 @@ def test_remote_deploy_through_serve_and_its_exit_codes(served: Served) -> None:
         (("runs", "list"), None, 3),
     ]
     for args, used, code in cases:
-        proc = served.cli(*remote, *args, token=used)
+        proc = served.run(*remote, *args, token=used)
         assert proc.returncode == code, (args, proc.stderr)
         assert proc.stderr.startswith("error: "), proc.stderr
-    revoked = served.cli("tokens", "revoke", json.loads(made.stdout)["id"])
+    revoked = served.run("tokens", "revoke", json.loads(made.stdout)["id"])
     assert revoked.returncode == 0, revoked.stderr
     proc = served.cli(*remote, "runs", "list", token=token)
     assert proc.returncode == 3 and "refused the token" in proc.stderr
     assert token not in proc.stderr + proc.stdout
-    down = served.cli("--server", f"http://127.0.0.1:{_free_port()}", "runs", "list", token=token)
+    down = served.run("--server", f"http://127.0.0.1:{_free_port()}", "runs", "list", token=token)
     assert down.returncode == 4 and "could not be reached" in down.stderr

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ansible.parsing.vault import VaultLib, VaultSecret
+from ansible.parsing.vault import VaultLib, VaultSecret  # type: ignore[import-untyped]
 from sqlalchemy import Engine as SqlEngine
 
 from controlplane.deploy.engine import Engine, EngineConfig

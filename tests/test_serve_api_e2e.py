@@ -9,24 +9,33 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from controlplane.cli import run as run_cli
 from tests.conftest import LAB
-from tests.test_serve_service import CLI, ServeProcess
+from tests.test_serve_service import ServeProcess
 
 MEMBER = "amsterdam"
 
 
-def cli_json(env: dict[str, str], *args: str) -> Any:
-    done = subprocess.run(
-        [CLI, *args, "--json"], env=env, capture_output=True, text=True, check=False, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+def cli_json(env: dict[str, str], capsys: pytest.CaptureFixture[str], *args: str) -> Any:
+    """``controlplane ARGS --json`` with ``env``, run in this process (``controlplane.cli.run``,
+    whose code the script exits with): a new Python process costs seconds to start."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith("CONTROLPLANE_")]:
+            patch.delenv(name)
+        for name, value in env.items():
+            if name.startswith("CONTROLPLANE_"):
+                patch.setenv(name, value)
+        capsys.readouterr()
+        code = run_cli([*args, "--json"])
+        done = capsys.readouterr()
+    assert code == 0, done.err
+    return json.loads(done.out)
 
 
 def follow(client: httpx.Client, run_id: str) -> list[dict[str, str]]:
@@ -48,7 +57,7 @@ def follow(client: httpx.Client, run_id: str) -> list[dict[str, str]]:
 
 
 def test_a_plan_launched_over_http_streams_its_events_and_ends_as_runs_show_says(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     env = {
         **os.environ,
@@ -58,7 +67,7 @@ def test_a_plan_launched_over_http_streams_its_events_and_ends_as_runs_show_says
     }
     for name in ("CONTROLPLANE_DATABASE_URL", "CONTROLPLANE_SERVER", "CONTROLPLANE_TOKEN"):
         env.pop(name, None)
-    issued = cli_json(env, "tokens", "create", "--role", "engineer", "--member", MEMBER)
+    issued = cli_json(env, capsys, "tokens", "create", "--role", "engineer", "--member", MEMBER)
     serve = ServeProcess(env)
     try:
         headers = {"Authorization": f"Bearer {issued['token']}"}
@@ -87,7 +96,7 @@ def test_a_plan_launched_over_http_streams_its_events_and_ends_as_runs_show_says
 
     final = json.loads(end["data"])
     assert final["status"] == "successful", final
-    [printed] = cli_json(env, "runs", "show", run["id"])
+    [printed] = cli_json(env, capsys, "runs", "show", run["id"])
     assert final == printed == shown
     assert {h["host"] for h in final["hosts"]} == {"lab-1", "lab-2"}
     assert final["changes"] is not None
