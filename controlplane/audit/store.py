@@ -37,7 +37,8 @@ MAX_LIMIT = 10_000
 _APPEND_ATTEMPTS = 200
 
 
-def _entry(row: RowMapping) -> AuditEntry:
+def entry_from_row(row: RowMapping) -> AuditEntry:
+    """An ``audit_log`` row as an entry (also for readers outside the log, e.g. the notifier)."""
     return AuditEntry(
         seq=row["seq"],
         at=as_utc(row["at"]),
@@ -181,7 +182,7 @@ class AuditLog:
         query = query.order_by(table.c.seq.desc()).limit(limit)
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
-        return [_entry(row) for row in reversed(rows)]
+        return [entry_from_row(row) for row in reversed(rows)]
 
     def list_for(
         self,
@@ -201,7 +202,7 @@ class AuditLog:
         """The whole chain in stored order."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(table).order_by(table.c.seq)).mappings().all()
-        return [_entry(row) for row in rows]
+        return [entry_from_row(row) for row in rows]
 
     def head(self) -> str:
         with self.engine.connect() as conn:

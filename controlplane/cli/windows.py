@@ -83,22 +83,12 @@ def list_occurrences(
         table.add_row(
             o.window,
             o.kind,
-            _scope_text(o.scope),
+            ops.scope_text(o.scope),
             _span_local(o),
             _utc_span(o),
             style="red" if o.kind == "freeze" else None,
         )
     out.print(table)
-
-
-def _scope_text(scope: dict[str, str] | str) -> str:
-    if isinstance(scope, str):
-        return scope
-    if "host" in scope:
-        return f"host {scope['host']}"
-    if "app" in scope:
-        return f"{scope.get('member')}/{scope['app']}"
-    return f"member {scope.get('member')}"
 
 
 def _show(decision: DecisionOut, as_json: bool, zone: ZoneInfo) -> None:

@@ -20,8 +20,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, select
 
-from controlplane.audit.chain import AuditEntry
-from controlplane.clock import as_utc, utc_now
+from controlplane.audit.store import entry_from_row
+from controlplane.clock import utc_now
 from controlplane.fleet.model import Fleet
 from controlplane.notify import events
 from controlplane.notify.config import EventType, Target
@@ -106,20 +106,7 @@ class Scanner:
             rows = conn.execute(query).mappings().all()
         out: list[Event] = []
         for row in rows:
-            entry = AuditEntry(
-                seq=row["seq"],
-                at=as_utc(row["at"]),
-                actor=row["actor"],
-                role=row["role"],
-                action=row["action"],
-                outcome=row["outcome"],
-                member=row["member"],
-                target=row["target"],
-                reason=row["reason"],
-                detail=row["detail"] or {},
-                prev_hash=row["prev_hash"],
-                hash=row["hash"],
-            )
+            entry = entry_from_row(row)
             event = events.from_audit(entry, self.fleet)
             if event is not None:
                 out.append(event)

@@ -155,16 +155,6 @@ def month_grid(
     return [days[i : i + 7] for i in range(0, len(days), 7)]
 
 
-def scope_text(scope: dict[str, str] | str) -> str:
-    if isinstance(scope, str):
-        return scope
-    if "host" in scope:
-        return f"host {scope['host']}"
-    if "app" in scope:
-        return f"{scope.get('member')}/{scope['app']}"
-    return f"member {scope.get('member')}"
-
-
 def _utc(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -180,7 +170,7 @@ def calendar_events(
         CalEvent(
             o.window,
             o.kind,
-            scope_text(o.scope),
+            windows_ops.scope_text(o.scope),
             _utc(o.start_utc),
             _utc(o.end_utc),
             tuple(notes.get((o.window, o.start_utc), ())),

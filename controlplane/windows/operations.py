@@ -174,3 +174,15 @@ def ics(
     """The member's windows and freezes as an iCalendar (RFC 5545) feed."""
     authorize(principal, Action.WINDOWS_READ, member)
     return member_calendar(ctx.gate, member, now or utc_now(), app)
+
+
+def scope_text(scope: dict[str, str] | str) -> str:
+    """An occurrence's scope (as the schemas carry it) in words: "host lab-1",
+    "amsterdam/uitkering", "member amsterdam"."""
+    if isinstance(scope, str):
+        return scope
+    if "host" in scope:
+        return f"host {scope['host']}"
+    if "app" in scope:
+        return f"{scope.get('member')}/{scope['app']}"
+    return f"member {scope.get('member')}"
