@@ -16,11 +16,13 @@ from icalendar import Calendar
 from sqlalchemy import Engine
 
 from controlplane.access.policy import Principal, Role
+from controlplane.schemas.uptime import AvailabilityOut
 from controlplane.uptime import operations as uptime_ops
 from controlplane.uptime.availability import Counts
 from controlplane.uptime.probes import ProbeSample
 from controlplane.uptime.store import ProbeStore
 from controlplane.web.calendar import CalEvent, Day, DayEvent, day_lines, day_span, month_grid
+from controlplane.web.overview import sla_state
 from controlplane.web.svg import Bucket, availability_chart, axis_floor, stacked_bars
 from controlplane.web.uptime import buckets
 from tests.api_fixtures import OTHER, OWN, Api, build_api
@@ -368,3 +370,26 @@ def test_costs_page_and_downloads_for_the_board_only(api: Api) -> None:
     engineer = signed_in(api, "engineer")
     assert engineer.get("/costs").status_code == 403
     assert engineer.get("/costs/2026-10/report.csv").status_code == 403
+
+
+def test_the_slo_state_never_says_met_beside_an_overspent_budget() -> None:
+    # Every failure fell inside a maintenance window: the SLA figure is perfect, but the
+    # budget (reckoned on raw availability, as the alerts are) is overspent.
+    row = AvailabilityOut(
+        member="amsterdam",
+        app="uitkering",
+        window="30d",
+        slo=0.995,
+        probes=1000,
+        good=980,
+        in_window=20,
+        good_in_window=0,
+        availability=0.98,
+        sla_availability=1.0,
+        error_budget_remaining=-3.0,
+        burn_rate=4.0,
+    )
+    assert sla_state(row)[0] == "below SLO"
+    met = row.model_copy(update={"availability": 0.999, "error_budget_remaining": 0.8})
+    assert sla_state(met)[0] == "meets SLO"
+    assert sla_state(None)[0] == "no data yet"

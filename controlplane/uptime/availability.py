@@ -2,11 +2,12 @@
 
 * **Raw availability** = good probes / all probes.
 * **SLA availability** leaves out the probes taken while a maintenance window covered the
-  instance: they count neither as up nor as down (REFERENCE.md, as Uptime Kuma does).
+  instance: they count neither as up nor as down (as Uptime Kuma does).
 * **Error budget remaining** = (availability - SLO) / (1 - SLO): 1 is untouched, 0 is spent,
   below 0 is overspent. **Burn rate** = error ratio / (1 - SLO): 1 spends the budget exactly
   over the SLO period. Both are computed from the *raw* availability, because the SLO is
-  judged on the raw figure and the SLA on the maintenance-free one (REFERENCE.md).
+  judged on the raw figure and the SLA on the maintenance-free one: agreed maintenance
+  is left out of what the members were promised, not out of what the service did.
 """
 
 from __future__ import annotations

@@ -106,10 +106,13 @@ def health_of(instances: Sequence[InstanceHealthOut]) -> Health:
 
 
 def sla_state(row: AvailabilityOut | None) -> tuple[str, str, str]:
-    """(label, icon, css) of a 30-day SLA figure against its SLO."""
-    if row is None or row.sla_availability is None:
+    """(label, icon, css) of an app's standing against its SLO.
+
+    Judged on the error budget, which is reckoned from the raw availability as the alerts
+    are, so the state never says "meets SLO" beside an overspent budget."""
+    if row is None or row.error_budget_remaining is None:
         return ("no data yet", "-", "status-idle")
-    if row.sla_availability >= row.slo:
+    if row.error_budget_remaining >= 0:
         return ("meets SLO", "✓", "status-ok")
     return ("below SLO", "✗", "status-bad")
 

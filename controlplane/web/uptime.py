@@ -26,6 +26,7 @@ from controlplane.schemas.uptime import AvailabilityOut
 from controlplane.uptime import operations as uptime_ops
 from controlplane.uptime.availability import Counts, Period, first_hour, floor_hour
 from controlplane.web.framework import Page, needs, page_router, render
+from controlplane.web.overview import sla_state
 from controlplane.web.svg import Bucket, availability_chart
 
 router = page_router()
@@ -77,15 +78,6 @@ def budget_text(row: AvailabilityOut | None) -> str:
     if row is None or row.error_budget_remaining is None:
         return "—"
     return f"{row.error_budget_remaining * 100:.0f} %"
-
-
-def slo_state(row: AvailabilityOut | None) -> tuple[str, str, str]:
-    """(label, icon, css) of an SLA figure against the SLO."""
-    if row is None or row.sla_availability is None:
-        return ("no data", "-", "status-idle")
-    if row.sla_availability >= row.slo:
-        return ("meets SLO", "✓", "status-ok")
-    return ("below SLO", "✗", "status-bad")
 
 
 @dataclass
@@ -164,7 +156,7 @@ def uptime_page(
         "member": member or "",
         "percent": percent,
         "budget": budget_text,
-        "slo_state": slo_state,
+        "slo_state": sla_state,
         "zone": zone,
         "now": now,
     }
