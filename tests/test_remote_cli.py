@@ -313,6 +313,7 @@ LOCAL_ONLY: list[list[str]] = [
     ["deploy", OWN, "--when", "next-window"],
     ["uptime", "--probe"],
     ["config"],
+    ["notifications", "list"],
 ]
 REMOTE: list[list[str]] = [
     ["fleet", "show"],
