@@ -38,12 +38,17 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-
 from controlplane.access.policy import Action, Principal, authorize
 from controlplane.deploy.model import Run, RunKind
 from controlplane.errors import PreflightFailed, Unreachable
 from controlplane.fleet.model import ConnectionKind, Fleet, Host, ProcessManager
+from controlplane.fleet.vault import (
+    PASSWORD_SETTING,
+    VaultNotMapping,
+    VaultUnusable,
+    open_vault,
+    vault_file,
+)
 from controlplane.schemas.preflight import PreflightHostOut, PreflightOut, PreflightProblemOut
 
 if TYPE_CHECKING:
@@ -55,7 +60,6 @@ CONNECT_TIMEOUT = 5.0
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 # ansible-core 2.17-2.19 run their modules on Python 3.8 or newer on the managed host.
 MIN_REMOTE_PYTHON = (3, 8)
-PASSWORD_SETTING = "CONTROLPLANE_VAULT_PASSWORD_FILE"
 
 
 class ProblemKind(Enum):
@@ -207,11 +211,6 @@ class VaultFile:
     required: bool
 
 
-def vault_file(fleet_dir: Path, member: str) -> Path:
-    """Where a member's secrets are: the path the engine hands the deploy playbook."""
-    return fleet_dir / "vault" / f"{member}.yml"
-
-
 def check_vault_files(
     files: Sequence[VaultFile], password_file: Path | None, fleet_dir: Path
 ) -> list[Problem]:
@@ -238,7 +237,6 @@ def check_vault_files(
     if not present:
         return problems
 
-    from ansible.errors import AnsibleError  # type: ignore[import-untyped]
     from ansible.parsing.vault import is_encrypted  # type: ignore[import-untyped]
 
     encrypted: list[tuple[VaultFile, bytes]] = []
@@ -267,15 +265,21 @@ def check_vault_files(
             )
         )
         return problems
-    vault, trouble = _open_vault(password_file)
-    if vault is None:
-        problems.append(Problem(None, trouble))
+    try:
+        vault = open_vault(password_file)
+    except VaultUnusable as exc:
+        where = f"vault password file {password_file} ({PASSWORD_SETTING})"
+        problems.append(Problem(None, f"{where} {exc}"))
         return problems
     for vf, data in encrypted:
         name = shown(vf.path, fleet_dir)
         try:
-            plain = vault.decrypt(data)
-        except AnsibleError:
+            vault.mapping(data)
+        except VaultNotMapping:
+            problems.append(
+                Problem(None, f"vault file {name} does not hold a YAML mapping once decrypted")
+            )
+        except VaultUnusable:
             problems.append(
                 Problem(
                     None,
@@ -283,35 +287,7 @@ def check_vault_files(
                     f"{password_file} ({PASSWORD_SETTING})",
                 )
             )
-            continue
-        try:
-            doc = yaml.safe_load(plain)
-        except yaml.YAMLError:
-            doc = None  # the parser's message quotes the text: never shown
-        if not isinstance(doc, dict):
-            problems.append(
-                Problem(None, f"vault file {name} does not hold a YAML mapping once decrypted")
-            )
     return problems
-
-
-def _open_vault(password_file: Path) -> tuple[Any, str]:
-    """Ansible's vault with the password from ``password_file`` (a script when executable,
-    as Ansible itself reads it), or None and the one line saying why not."""
-    from ansible.errors import AnsibleError
-    from ansible.parsing.dataloader import DataLoader  # type: ignore[import-untyped]
-    from ansible.parsing.vault import VaultLib, get_file_vault_secret
-
-    where = f"vault password file {password_file} ({PASSWORD_SETTING})"
-    if not password_file.exists():
-        return None, f"{where} missing"
-    try:
-        secret = get_file_vault_secret(filename=str(password_file), loader=DataLoader())
-        secret.load()
-    except AnsibleError:
-        # Ansible's message may quote a script's output; say only what to look at.
-        return None, f"{where} gives no usable password (empty, unreadable or a failing script)"
-    return VaultLib([("default", secret)]), ""
 
 
 # -- what a run, or the whole fleet, needs --------------------------------------------------

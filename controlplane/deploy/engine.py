@@ -60,6 +60,7 @@ from controlplane.deploy.runner import (
 from controlplane.errors import InvalidInput, LeaseLost, LockHeld, PreflightFailed, Unreachable
 from controlplane.fleet.inventory import RenderContext, render_inventory
 from controlplane.fleet.model import ConnectionKind, Fleet
+from controlplane.fleet.vault import vault_file
 from controlplane.store.runs import RunStore
 from controlplane.windows.gate import Gate
 
@@ -334,7 +335,7 @@ class Engine:
         )
 
     def _vault_file(self, member: str) -> Path:
-        return self.config.fleet_dir / "vault" / f"{member}.yml"
+        return vault_file(self.config.fleet_dir, member)
 
     def _untouched_releases(
         self, ex: Execution, verdict: RolloutVerdict, known: Mapping[str, str | None]

@@ -28,6 +28,7 @@ from controlplane.deploy.declared import with_declared
 from controlplane.deploy.events import mask, release_report
 from controlplane.deploy.model import Run, RunEvent, RunKind, RunStatus
 from controlplane.errors import InvalidInput, OperationFailed, RunNotFound
+from controlplane.fleet.vault import VaultUnusable, open_vault, vault_file
 from controlplane.schemas.runs import PlanChangeOut, RunDetailOut, RunOut, RunPageOut
 from controlplane.store.schema import runs as runs_table
 
@@ -291,7 +292,7 @@ def log_secrets(ctx: Context, run: Run) -> list[str]:
         found.append(password)
     password_file = s.resolved_vault_password_file
     if password_file is not None and run.member is not None:
-        vault = s.resolved_fleet / "vault" / f"{run.member}.yml"
+        vault = vault_file(s.resolved_fleet, run.member)
         found += vault_values(vault, password_file)
     return found
 
@@ -299,22 +300,13 @@ def log_secrets(ctx: Context, run: Run) -> list[str]:
 def vault_values(vault: Path, password_file: Path) -> list[str]:
     """Every text value in a vault file, and the vault password; nothing when the file
     cannot be read or decrypted (the log is then scrubbed of what else is known)."""
-    from ansible.errors import AnsibleError  # type: ignore[import-untyped]
-    from ansible.parsing.dataloader import DataLoader  # type: ignore[import-untyped]
-    from ansible.parsing.vault import VaultLib, get_file_vault_secret  # type: ignore[import-untyped]
-
     try:
-        secret = get_file_vault_secret(filename=str(password_file), loader=DataLoader())
-        secret.load()
-        plain = VaultLib([("default", secret)]).decrypt(vault.read_bytes())
-        doc = yaml.safe_load(plain)
-    except (AnsibleError, OSError, yaml.YAMLError):
+        opened = open_vault(password_file)
+        doc = yaml.safe_load(opened.decrypt(vault.read_bytes()))
+    except (VaultUnusable, OSError, yaml.YAMLError):
         return []
-    values = list(_leaves(doc))
-    raw = secret.bytes
-    if isinstance(raw, bytes):
-        values.append(raw.decode("utf-8", errors="replace").strip())
-    return values
+    password = opened.password
+    return [*_leaves(doc), *([password] if password else [])]
 
 
 def _leaves(value: Any) -> Iterator[str]:

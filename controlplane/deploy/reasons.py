@@ -22,9 +22,9 @@ from typing import Any
 
 from controlplane.deploy.events import FAILURE_EVENTS, REPORT_TASK, mask
 from controlplane.deploy.model import RunEvent, RunFailure
+from controlplane.fleet.vault import PASSWORD_SETTING
 
 MAX_REASON = 200
-PASSWORD_SETTING = "CONTROLPLANE_VAULT_PASSWORD_FILE"
 # The deploy role's task that loads the member's vault (no_log: its failure says nothing).
 VAULT_TASK = "Load the member's secrets from its vault file"
 

@@ -22,6 +22,7 @@ from controlplane.errors import FleetInvalid
 from controlplane.fleet.loader import read_yaml, validate_as
 from controlplane.fleet.model import Fleet
 from controlplane.fleet.patterns import Slug
+from controlplane.fleet.vault import vault_file
 
 FILE = "notifications.yml"
 STRICT = ConfigDict(extra="forbid")
@@ -159,7 +160,7 @@ def parse_targets(doc: object, fleet: Fleet, directory: Path) -> tuple[Target, .
             if member not in members:
                 raise FleetInvalid(f"{where}.members", f"unknown member {member!r}")
         if t.secret_vault is not None:
-            vault = directory / "vault" / f"{t.secret_vault.file}.yml"
+            vault = vault_file(directory, t.secret_vault.file)
             if not vault.is_file():
                 raise FleetInvalid(f"{where}.secret_vault.file", f"no such file {vault}")
     return targets

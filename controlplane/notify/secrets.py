@@ -18,15 +18,21 @@ from math import floor
 from pathlib import Path
 from typing import Any
 
-import yaml
 from standardwebhooks import Webhook
 
 from controlplane.errors import InvalidInput
+from controlplane.fleet.vault import (
+    PASSWORD_SETTING,
+    Vault,
+    VaultNotMapping,
+    VaultUnusable,
+    open_vault,
+    vault_file,
+)
 from controlplane.notify.config import Target, VaultRef
 
 PREFIX = "whsec_"
 MIN_BYTES, MAX_BYTES = 24, 64
-PASSWORD_SETTING = "CONTROLPLANE_VAULT_PASSWORD_FILE"
 
 
 class Signer:
@@ -98,7 +104,7 @@ class _Vaults:
         self.fleet_dir = fleet_dir
         self.password_file = password_file
         self._docs: dict[str, Any] = {}
-        self._vault: Any = None
+        self._vault: Vault | None = None
 
     def lookup(self, ref: VaultRef, where: str) -> str:
         doc = self._doc(ref.file, where)
@@ -114,49 +120,34 @@ class _Vaults:
     def _doc(self, file: str, where: str) -> Any:
         if file in self._docs:
             return self._docs[file]
-        from ansible.errors import AnsibleError  # type: ignore[import-untyped]
-
-        path = self.fleet_dir / "vault" / f"{file}.yml"
+        path = vault_file(self.fleet_dir, file)
         try:
             data = path.read_bytes()
         except OSError as exc:
             raise InvalidInput(f"{where}: cannot read {path} ({exc.strerror})") from None
+        vault = self._open(where)
         try:
-            plain = self._open(where).decrypt(data)
-        except AnsibleError:
-            # Ansible's message may quote the file; say only what to check.
+            doc = vault.mapping(data)
+        except VaultNotMapping:
+            raise InvalidInput(
+                f"{where}: {path} does not hold a YAML mapping once decrypted"
+            ) from None
+        except VaultUnusable:
             raise InvalidInput(
                 f"{where}: {path} does not decrypt with the vault password ({PASSWORD_SETTING})"
             ) from None
-        try:
-            doc = yaml.safe_load(plain)
-        except yaml.YAMLError:
-            # The parser's message quotes the decrypted text: never shown.
-            doc = None
-        if not isinstance(doc, dict):
-            raise InvalidInput(f"{where}: {path} does not hold a YAML mapping once decrypted")
         self._docs[file] = doc
         return doc
 
-    def _open(self, where: str) -> Any:
+    def _open(self, where: str) -> Vault:
         if self._vault is not None:
             return self._vault
-        from ansible.errors import AnsibleError
-        from ansible.parsing.dataloader import DataLoader  # type: ignore[import-untyped]
-        from ansible.parsing.vault import (  # type: ignore[import-untyped]
-            VaultLib,
-            get_file_vault_secret,
-        )
-
         if self.password_file is None or not self.password_file.exists():
             raise InvalidInput(f"{where}: no vault password file ({PASSWORD_SETTING})")
         try:
-            # As Ansible reads it: a script's output when the file is executable.
-            secret = get_file_vault_secret(filename=str(self.password_file), loader=DataLoader())
-            secret.load()
-        except AnsibleError:
+            self._vault = open_vault(self.password_file)
+        except VaultUnusable:
             raise InvalidInput(
                 f"{where}: the vault password file {self.password_file} gives no usable password"
             ) from None
-        self._vault = VaultLib([("default", secret)])
         return self._vault

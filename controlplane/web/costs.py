@@ -22,6 +22,7 @@ from controlplane.api.costs import attachment
 from controlplane.clock import utc_now
 from controlplane.costs import operations as costs_ops
 from controlplane.costs.periods import Period
+from controlplane.costs.report import money as report_money
 from controlplane.errors import InvalidInput
 from controlplane.schemas.costs import AllocationOut
 from controlplane.web.framework import Page, needs, page_router, render
@@ -35,14 +36,10 @@ LOOK_BACK = 12  # months tried for the default period when this one has no figur
 # -- the pure part ---------------------------------------------------------------------------
 
 
-def money(value: str | Decimal | None, currency: str = "EUR") -> str:
-    """``€ 12,345.67`` with a real minus sign; an em dash for no value."""
-    if value is None:
-        return "—"
-    amount = Decimal(value)
-    symbol = "€" if currency == "EUR" else currency
-    text = f"{symbol}\u00a0{abs(amount):,.2f}"
-    return f"\u2212{text}" if amount < 0 else text
+def money(value: str | Decimal | None) -> str:
+    """``€ 12,345.67`` with a real minus sign, as in the board's report; an em dash for no
+    value. The API's figures arrive as decimal strings."""
+    return report_money(None if value is None else Decimal(value), symbol=True)
 
 
 def ratio(part: str | Decimal, whole: str | Decimal) -> str:
