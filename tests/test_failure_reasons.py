@@ -752,6 +752,11 @@ def test_a_stopped_host_is_unreachable_and_exits_4(
     code, out, err = cli(capsys, "deploy", "amsterdam", "--app", "uitkering")
     assert code == 4, err
     assert "host1: unreachable: SSH connection refused" in out.splitlines()
+    code, out, err = cli(capsys, "deploy", "amsterdam", "--app", "uitkering", "--json")
+    assert code == 4, err
+    [shown] = json.loads(out)
+    assert shown["failure"] == "unreachable"
+    assert shown["hosts"][0]["reason"] == "unreachable: SSH connection refused"
 
 
 @pytest.mark.sshd
@@ -771,7 +776,27 @@ def test_setup_problems_are_caught_before_ansible_and_exit_2(
     assert code == 2, err
     assert "host1: key file keys/client_key missing" in out.splitlines()
     assert "key file keys/client_key missing" in err
+    code, out, err = cli(capsys, "deploy", "amsterdam", "--app", "uitkering", "--json")
+    assert code == 2, err
+    [shown] = json.loads(out)
+    assert (shown["failure"], shown["hosts"][0]["reason"]) == (
+        "config",
+        "key file keys/client_key missing",
+    )
     (fleet_dir / "hosts.yml").write_text(hosts)
+    # No vault password configured: no CONTROLPLANE_VAULT_PASSWORD_FILE, no <fleet>/vault-password.
+    password = fleet_dir / "vault-password"
+    kept = password.read_bytes()
+    password.unlink()
+    no_password = "vault password not configured (set CONTROLPLANE_VAULT_PASSWORD_FILE)"
+    code, out, err = cli(capsys, "deploy", "amsterdam", "--app", "uitkering")
+    assert code == 2, err
+    assert no_password in err
+    code, out, err = cli(capsys, "deploy", "amsterdam", "--app", "uitkering", "--json")
+    assert code == 2, err
+    [shown] = json.loads(out)
+    assert shown["failure"] == "config" and no_password in shown["error"]
+    password.write_bytes(kept)
     (fleet_dir / "vault" / "amsterdam.yml").unlink()
     code, out, err = cli(capsys, "deploy", "amsterdam", "--app", "uitkering", "--json")
     assert code == 2, err
