@@ -25,6 +25,7 @@ import pytest
 from sqlalchemy import Engine as SqlEngine
 
 from controlplane.deploy.engine import Engine, EngineConfig
+from controlplane.deploy.history import plan_changes
 from controlplane.deploy.model import HostOutcome, HostResult, Run, RunEvent, RunStatus
 from controlplane.deploy.plan import DeployRequest, Planner
 from controlplane.deploy.processes import orphans
@@ -214,6 +215,15 @@ class TestOnOneProvisionedFleet:
         }
         assert changed_hosts == {"host1", "host2", "host3"}
         assert rig.live(0, "amsterdam", "uitkering") == {"version": "1.1.0", "healthy": True}
+        # The real role predicts, per host, the release it would switch to and the restart.
+        releases = {
+            h.host: (h.release_before, h.release_after) for h in rig.store.host_results(plan.id)
+        }
+        assert set(releases.values()) == {("1.1.0", "1.0.0")}, releases
+        changes = plan_changes(rig.store.events(plan.id))
+        assert {(c.host, c.release_before, c.release_after, c.restart) for c in changes} == {
+            (h, "1.1.0", "1.0.0", True) for h in releases
+        }
 
     def test_host_down_mid_rollout_halts_and_leaves_others_consistent(self, rig: Rig) -> None:
         """Moves rotterdam from 1.1.0 towards 1.0.0, one host at a time; host2 goes down."""
